@@ -1,0 +1,52 @@
+# sandvm: the entry points a new user, a developer and CI use.
+# `make run` boots a sandbox; `make test` runs every test. Both set up the host first.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+CONFIG ?= configs/qemu-x86_64.toml
+SANDVM := target/release/sandvm
+GUEST := build/guest/vmlinuz build/guest/initramfs.cpio.gz build/guest/rootfs.ext4
+# End-to-end tests boot real VMs under TCG; two at a time keeps a 2-core host reliable.
+E2E_THREADS ?= 2
+
+.PHONY: all setup build guest run test unit e2e lint bench fuzz fuzz-build clean
+
+all: build
+
+## setup: install every system dependency (idempotent; root or sudo)
+setup:
+	@bash scripts/setup.sh
+
+## build: the workspace in release mode (the sandvm binary and the tests)
+build:
+	$(CARGO) build --release --workspace --all-targets
+
+## guest: the test kernel, initramfs and ext4 root image, from Debian packages
+guest:
+	@bash scripts/build-guest.sh
+
+## run: set up, build, build the guest, then boot a sandbox and print its timeline
+run: setup build guest
+	$(SANDVM) run --config $(CONFIG)
+
+## test: set up, build, and run every test: unit, real-QEMU and end-to-end
+test: setup guest lint
+	$(CARGO) build --release --workspace --all-targets
+	$(CARGO) test --release --workspace -- --test-threads=$(E2E_THREADS)
+
+## lint: formatting and clippy, as CI checks them
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+## bench: side-by-side benchmarks; results land in target/bench/ and docs/performance.md
+bench: setup build guest
+	@bash bench/run.sh
+
+## fuzz: run each cargo-fuzz target for a bounded time (FUZZ_SECONDS each)
+fuzz:
+	@bash scripts/fuzz.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf build

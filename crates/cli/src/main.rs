@@ -1,0 +1,2 @@
+//! sandvm CLI.
+fn main() {}

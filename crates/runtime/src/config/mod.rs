@@ -1,0 +1,208 @@
+//! Kata-style TOML configuration: parse, report unused keys, validate.
+//!
+//! ```text
+//! TOML file ──parse──> RawQemu (serde, Kata key names)
+//!           ──validate──> HypervisorConfig (checked, typed, paths resolved)
+//! ```
+
+mod keys;
+mod raw;
+mod types;
+mod validate;
+
+pub use keys::{FACTORY_KEYS, QEMU_KEYS, Warning};
+pub use types::*;
+pub use validate::*;
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// A configuration error. Each names the file and, where there is one, the key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("Cannot read config {path}: {reason}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The file is not valid TOML, or a value has the wrong type.
+    #[error("{file}: key {key}: {reason} (line {line})")]
+    Syntax {
+        /// The file.
+        file: String,
+        /// The key on the offending line, dotted, or `?` when none.
+        key: String,
+        /// 1-based line.
+        line: usize,
+        /// The parser's message.
+        reason: String,
+    },
+    /// A value is out of range, unknown, or refers to a missing or forbidden path.
+    #[error("{file}: key {key}: {reason}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// The dotted key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// The file has no `[hypervisor.qemu]` table.
+    #[error("{file}: no [hypervisor.qemu] table")]
+    NoQemuTable {
+        /// The file.
+        file: String,
+    },
+}
+
+/// The host facts that some defaults depend on (`0` means "the host's").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostInfo {
+    /// Online CPUs.
+    pub cpus: u32,
+    /// Total RAM in MiB.
+    pub mem_mib: u64,
+    /// Default guest arch.
+    pub arch: GuestArch,
+}
+
+impl HostInfo {
+    /// Read this host's CPUs and RAM.
+    pub fn probe() -> HostInfo {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let mem_mib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
+            .map_or(4096, |kb| kb / 1024);
+        HostInfo { cpus, mem_mib, arch: GuestArch::host() }
+    }
+}
+
+/// A loaded configuration and what in the file was not used.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The checked configuration.
+    pub config: HypervisorConfig,
+    /// Tables and keys sandvm ignored, each once.
+    pub warnings: Vec<Warning>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawFile {
+    #[serde(default)]
+    hypervisor: RawHypervisor,
+    #[serde(default)]
+    factory: raw::RawFactory,
+}
+
+#[derive(Deserialize, Default)]
+struct RawHypervisor {
+    qemu: Option<raw::RawQemu>,
+}
+
+/// Read, parse and validate a config file, probing the host for defaults.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    load_with_host(path, &HostInfo::probe())
+}
+
+/// As [`load`], with the host facts given (for tests).
+pub fn load_with_host(path: &Path, host: &HostInfo) -> Result<Loaded, ConfigError> {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let text = std::fs::read_to_string(&abs).map_err(|e| ConfigError::Read {
+        path: abs.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    parse_str(&abs, &text, host)
+}
+
+/// Parse and validate config text; `file` names it in errors and anchors relative paths.
+pub fn parse_str(file: &Path, text: &str, host: &HostInfo) -> Result<Loaded, ConfigError> {
+    let fname = file.display().to_string();
+    let syntax = |e: toml::de::Error| {
+        let (line, key) = locate(text, e.span());
+        ConfigError::Syntax { file: fname.clone(), key, line, reason: e.message().to_string() }
+    };
+    let doc: toml::Table = toml::from_str(text).map_err(syntax)?;
+    let warnings = keys::unused(&doc);
+    let raw: RawFile = toml::from_str(text).map_err(syntax)?;
+    let qemu = raw.hypervisor.qemu.ok_or(ConfigError::NoQemuTable { file: fname.clone() })?;
+    let config = validate::validate(file, &qemu, &raw.factory, host)?;
+    Ok(Loaded { config, warnings })
+}
+
+/// Find the line and dotted key at a byte span of TOML text.
+fn locate(text: &str, span: Option<std::ops::Range<usize>>) -> (usize, String) {
+    let Some(span) = span else { return (0, "?".into()) };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let mut table = String::new();
+    let mut key = None;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if i + 1 > line_no {
+            break;
+        }
+        if t.starts_with('[') {
+            table = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        }
+        if i + 1 == line_no {
+            key = t.split_once('=').map(|(k, _)| k.trim().trim_matches('"').to_string());
+        }
+    }
+    let key = match key {
+        Some(k) if table.is_empty() => k,
+        Some(k) => format!("{table}.{k}"),
+        None if table.is_empty() => "?".into(),
+        None => table,
+    };
+    (line_no, key)
+}
+
+impl HypervisorConfig {
+    /// Check that every asset the config names exists (QEMU, kernel, initrd,
+    /// image, firmware, pflashes, the daemon). Run before a VM is created.
+    pub fn check_assets(&self) -> Result<(), ConfigError> {
+        let file = self.source.display().to_string();
+        let mut need: Vec<(String, &PathBuf)> = vec![
+            ("hypervisor.qemu.path".into(), &self.qemu_path),
+            ("hypervisor.qemu.kernel".into(), &self.kernel),
+        ];
+        let opts = [
+            ("initrd", &self.initrd),
+            ("image", &self.image),
+            ("firmware", &self.firmware),
+            ("firmware_volume", &self.firmware_volume),
+            ("virtio_fs_daemon", &self.shared_fs.daemon),
+            ("file_mem_backend", &self.file_mem_backend),
+        ];
+        for (key, p) in opts {
+            if let Some(p) = p {
+                need.push((format!("hypervisor.qemu.{key}"), p));
+            }
+        }
+        for (i, p) in self.pflashes.iter().enumerate() {
+            need.push((format!("hypervisor.qemu.pflashes[{i}]"), p));
+        }
+        for (key, p) in need {
+            if !p.exists() {
+                return Err(ConfigError::Invalid {
+                    file: file.clone(),
+                    key,
+                    reason: format!("{} does not exist (run `make setup` and `make guest` for the bundled assets)", p.display()),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

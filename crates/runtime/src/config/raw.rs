@@ -1,0 +1,141 @@
+//! The TOML file as written: serde structs with Kata's key names.
+//!
+//! Every field is optional here; defaults are applied by
+//! [`validate`](super::validate). Keys this module does not list are reported
+//! as warnings by [`super::keys`], never dropped silently.
+
+use serde::Deserialize;
+
+/// The `[hypervisor.qemu]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawQemu {
+    /// QEMU binary.
+    pub path: Option<String>,
+    /// Guest kernel.
+    pub kernel: Option<String>,
+    /// Guest initrd.
+    pub initrd: Option<String>,
+    /// Guest root image.
+    pub image: Option<String>,
+    /// Firmware (bios or OVMF code).
+    pub firmware: Option<String>,
+    /// Firmware volume (OVMF vars template).
+    pub firmware_volume: Option<String>,
+    /// Machine type.
+    pub machine_type: Option<String>,
+    /// Extra machine options, comma separated.
+    pub machine_accelerators: Option<String>,
+    /// CPU features, comma separated.
+    pub cpu_features: Option<String>,
+    /// Extra kernel parameters, space separated.
+    pub kernel_params: Option<String>,
+    /// Root filesystem type of the image.
+    pub rootfs_type: Option<String>,
+    /// Boot vCPUs.
+    pub default_vcpus: Option<i64>,
+    /// Maximum vCPUs.
+    pub default_maxvcpus: Option<i64>,
+    /// Boot memory, MiB.
+    pub default_memory: Option<i64>,
+    /// Maximum memory, MiB.
+    pub default_maxmemory: Option<i64>,
+    /// Memory hotplug slots.
+    pub memory_slots: Option<i64>,
+    /// Extra memory added to maxmem, MiB.
+    pub memory_offset: Option<i64>,
+    /// PCI bridges.
+    pub default_bridges: Option<i64>,
+    /// PCIe root ports.
+    pub pcie_root_port: Option<i64>,
+    /// virtio-mem memory hotplug.
+    pub enable_virtio_mem: Option<bool>,
+    /// Preallocate guest memory.
+    pub enable_mem_prealloc: Option<bool>,
+    /// Back guest memory with hugepages.
+    pub enable_hugepages: Option<bool>,
+    /// Directory for file-backed guest memory.
+    pub file_mem_backend: Option<String>,
+    /// Free page reporting through the balloon.
+    pub reclaim_guest_freed_memory: Option<bool>,
+    /// Shared filesystem kind.
+    pub shared_fs: Option<String>,
+    /// virtiofsd or nydusd binary.
+    pub virtio_fs_daemon: Option<String>,
+    /// virtio-fs cache mode.
+    pub virtio_fs_cache: Option<String>,
+    /// DAX window, MiB.
+    pub virtio_fs_cache_size: Option<i64>,
+    /// vhost-user-fs queue size.
+    pub virtio_fs_queue_size: Option<i64>,
+    /// Extra arguments for the virtio-fs daemon.
+    pub virtio_fs_extra_args: Option<Vec<String>>,
+    /// Block device driver.
+    pub block_device_driver: Option<String>,
+    /// Block AIO mode.
+    pub block_device_aio: Option<String>,
+    /// Whether the cache options below are applied.
+    pub block_device_cache_set: Option<bool>,
+    /// O_DIRECT.
+    pub block_device_cache_direct: Option<bool>,
+    /// Ignore flush requests.
+    pub block_device_cache_noflush: Option<bool>,
+    /// Never use block devices for container rootfs.
+    pub disable_block_device_use: Option<bool>,
+    /// Iothreads for block devices.
+    pub enable_iothreads: Option<bool>,
+    /// Do not put the image on nvdimm.
+    pub disable_image_nvdimm: Option<bool>,
+    /// vIOMMU.
+    pub enable_iommu: Option<bool>,
+    /// iommu_platform on virtio devices.
+    pub enable_iommu_platform: Option<bool>,
+    /// pflash images.
+    pub pflashes: Option<Vec<String>>,
+    /// Where hotplugged VFIO devices go.
+    pub hot_plug_vfio: Option<String>,
+    /// Where cold-plugged VFIO devices go.
+    pub cold_plug_vfio: Option<String>,
+    /// Disable vhost-net.
+    pub disable_vhost_net: Option<bool>,
+    /// RNG source.
+    pub entropy_source: Option<String>,
+    /// QEMU -sandbox value.
+    pub seccompsandbox: Option<String>,
+    /// Do not label QEMU with SELinux.
+    pub disable_selinux: Option<bool>,
+    /// Run QEMU as a non-root user.
+    pub rootless: Option<bool>,
+    /// Debug output.
+    pub enable_debug: Option<bool>,
+    /// Skip nesting checks.
+    pub disable_nesting_checks: Option<bool>,
+    /// Where pvpanic dumps go.
+    pub guest_memory_dump_path: Option<String>,
+    /// Paging for guest memory dumps.
+    pub guest_memory_dump_paging: Option<bool>,
+    /// Legacy serial console instead of virtio-console.
+    pub use_legacy_serial: Option<bool>,
+    /// Allowed QEMU paths (globs).
+    pub valid_hypervisor_paths: Option<Vec<String>>,
+    /// Allowed daemon paths (globs).
+    pub valid_virtio_fs_daemon_paths: Option<Vec<String>>,
+    /// Allowed file memory backends (globs).
+    pub valid_file_mem_backends: Option<Vec<String>>,
+    /// Allowed entropy sources (globs).
+    pub valid_entropy_sources: Option<Vec<String>>,
+    /// sandvm: accelerator choice.
+    pub accelerator: Option<String>,
+    /// sandvm: guest architecture.
+    pub guest_arch: Option<String>,
+}
+
+/// The `[factory]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawFactory {
+    /// Boot from a VM template.
+    pub enable_template: Option<bool>,
+    /// Where the template lives.
+    pub template_path: Option<String>,
+}

@@ -1,0 +1,193 @@
+//! Tests for config loading and validation.
+
+use super::*;
+
+const HOST: HostInfo = HostInfo { cpus: 8, mem_mib: 16384, arch: GuestArch::X86_64 };
+
+fn parse(body: &str) -> Result<Loaded, ConfigError> {
+    parse_str(Path::new("/etc/sandvm/test.toml"), body, &HOST)
+}
+
+fn err_of(body: &str) -> ConfigError {
+    match parse(body) {
+        Ok(l) => panic!("expected an error, got {:?}", l.config),
+        Err(e) => e,
+    }
+}
+
+fn minimal(extra: &str) -> String {
+    format!("[hypervisor.qemu]\nkernel = \"vmlinuz\"\n{extra}\n")
+}
+
+#[test]
+fn defaults_follow_kata() {
+    let c = parse(&minimal("")).unwrap().config;
+    assert_eq!(c.vcpus, 1);
+    assert_eq!(c.memory_mib, 2048);
+    assert_eq!(c.memory_slots, 10);
+    assert_eq!(c.bridges, 1);
+    assert_eq!(c.max_vcpus, 8, "0 means the host's CPUs");
+    assert_eq!(c.max_memory_mib, 16384, "0 means the host's RAM");
+    assert_eq!(c.machine_type, "q35");
+    assert_eq!(c.qemu_path, PathBuf::from("/usr/bin/qemu-system-x86_64"));
+    assert_eq!(c.block.driver, BlockDriver::VirtioScsi);
+    assert_eq!(c.shared_fs.kind, SharedFs::VirtioFs);
+    assert_eq!(c.accelerator, Accelerator::Auto);
+    assert_eq!(c.entropy_source, PathBuf::from("/dev/urandom"));
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_folder() {
+    let c = parse(&minimal("initrd = \"../build/initrd.img\"\nshared_fs = \"none\"")).unwrap().config;
+    assert_eq!(c.kernel, PathBuf::from("/etc/sandvm/vmlinuz"));
+    assert_eq!(c.initrd, Some(PathBuf::from("/etc/sandvm/../build/initrd.img")));
+}
+
+#[test]
+fn type_errors_name_the_key_and_line() {
+    let e = err_of("[hypervisor.qemu]\nkernel = \"k\"\ndefault_vcpus = \"two\"\n");
+    match &e {
+        ConfigError::Syntax { key, line, .. } => {
+            assert_eq!(key, "hypervisor.qemu.default_vcpus");
+            assert_eq!(*line, 3);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(e.to_string().contains("/etc/sandvm/test.toml"));
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let cases = [
+        ("default_vcpus = -1", "hypervisor.qemu.default_vcpus"),
+        ("default_vcpus = 4\ndefault_maxvcpus = 2", "hypervisor.qemu.default_vcpus"),
+        ("default_memory = 4096\ndefault_maxmemory = 1024", "hypervisor.qemu.default_memory"),
+        ("default_bridges = 6", "hypervisor.qemu.default_bridges"),
+        ("memory_slots = 300", "hypervisor.qemu.memory_slots"),
+        ("memory_offset = -5", "hypervisor.qemu.memory_offset"),
+        ("shared_fs = \"nfs\"", "hypervisor.qemu.shared_fs"),
+        ("shared_fs = \"virtio-9p\"", "hypervisor.qemu.shared_fs"),
+        ("block_device_driver = \"ide\"", "hypervisor.qemu.block_device_driver"),
+        ("block_device_aio = \"posix\"", "hypervisor.qemu.block_device_aio"),
+        ("virtio_fs_cache = \"sometimes\"", "hypervisor.qemu.virtio_fs_cache"),
+        ("virtio_fs_queue_size = 1000", "hypervisor.qemu.virtio_fs_queue_size"),
+        ("hot_plug_vfio = \"usb\"", "hypervisor.qemu.hot_plug_vfio"),
+        ("cold_plug_vfio = \"usb\"", "hypervisor.qemu.cold_plug_vfio"),
+        ("accelerator = \"hvf\"", "hypervisor.qemu.accelerator"),
+        ("guest_arch = \"mips\"", "hypervisor.qemu.guest_arch"),
+        ("rootfs_type = \"btrfs\"", "hypervisor.qemu.rootfs_type"),
+        ("machine_type = \"q35,accel=kvm\"", "hypervisor.qemu.machine_type"),
+        ("initrd = \"i\"\nimage = \"img\"", "hypervisor.qemu.image"),
+        ("pcie_root_port = 40", "hypervisor.qemu.pcie_root_port"),
+        ("seccompsandbox = \"on obsolete=deny\"", "hypervisor.qemu.seccompsandbox"),
+    ];
+    for (body, key) in cases {
+        let e = err_of(&minimal(body));
+        match &e {
+            ConfigError::Invalid { key: k, .. } => assert_eq!(k, key, "for {body:?}: {e}"),
+            other => panic!("for {body:?}: {other:?}"),
+        }
+        assert!(e.to_string().contains(key), "{e}");
+    }
+}
+
+#[test]
+fn kernel_is_required() {
+    let e = err_of("[hypervisor.qemu]\nshared_fs = \"none\"\n");
+    assert!(matches!(&e, ConfigError::Invalid { key, .. } if key == "hypervisor.qemu.kernel"), "{e}");
+}
+
+#[test]
+fn allowlists_are_enforced() {
+    let e = err_of(&minimal("path = \"/opt/evil/qemu\"\nvalid_hypervisor_paths = [\"/usr/bin/qemu-*\"]"));
+    assert!(matches!(&e, ConfigError::Invalid { key, reason, .. }
+        if key == "hypervisor.qemu.path" && reason.contains("valid_hypervisor_paths")), "{e}");
+    let ok = parse(&minimal("path = \"/usr/bin/qemu-system-x86_64\"\nvalid_hypervisor_paths = [\"/usr/bin/qemu-*\"]\nshared_fs=\"none\""));
+    assert!(ok.is_ok());
+    let e = err_of(&minimal("entropy_source = \"/dev/random\"\nvalid_entropy_sources = [\"/dev/urandom\"]"));
+    assert!(matches!(&e, ConfigError::Invalid { key, .. } if key == "hypervisor.qemu.entropy_source"), "{e}");
+    let e = err_of(&minimal("shared_fs = \"virtio-fs\"\nvirtio_fs_daemon = \"/tmp/vfsd\"\nvalid_virtio_fs_daemon_paths = [\"/usr/libexec/*\"]"));
+    assert!(matches!(&e, ConfigError::Invalid { key, .. } if key == "hypervisor.qemu.virtio_fs_daemon"), "{e}");
+    let e = err_of(&minimal("file_mem_backend = \"/mnt/x\"\nvalid_file_mem_backends = [\"/dev/shm\"]"));
+    assert!(matches!(&e, ConfigError::Invalid { key, .. } if key == "hypervisor.qemu.file_mem_backend"), "{e}");
+}
+
+#[test]
+fn missing_table_and_unreadable_file() {
+    assert!(matches!(err_of("[runtime]\nx = 1\n"), ConfigError::NoQemuTable { .. }));
+    let e = load(Path::new("/nonexistent/sandvm.toml")).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/sandvm.toml"), "{e}");
+}
+
+#[test]
+fn check_assets_names_the_missing_one() {
+    let c = parse(&minimal("path = \"/bin/sh\"\nshared_fs = \"none\"")).unwrap().config;
+    let e = c.check_assets().unwrap_err();
+    assert!(matches!(&e, ConfigError::Invalid { key, .. } if key == "hypervisor.qemu.kernel"), "{e}");
+    assert!(e.to_string().contains("make setup"));
+}
+
+#[test]
+fn kata_style_file_loads_with_warnings() {
+    let body = r#"
+[hypervisor.qemu]
+path = "/usr/bin/qemu-system-x86_64"
+kernel = "/usr/share/kata-containers/vmlinux.container"
+image = "/usr/share/kata-containers/kata-containers.img"
+machine_type = "q35"
+rootfs_type = "ext4"
+confidential_guest = false
+enable_annotations = ["enable_iommu"]
+kernel_params = ""
+firmware = ""
+machine_accelerators = ""
+cpu_features = "pmu=off"
+default_vcpus = 1
+default_maxvcpus = 0
+default_bridges = 1
+default_memory = 2048
+memory_slots = 10
+default_maxmemory = 0
+disable_block_device_use = false
+shared_fs = "virtio-fs"
+virtio_fs_daemon = "/usr/libexec/virtiofsd"
+valid_virtio_fs_daemon_paths = ["/usr/libexec/virtiofsd"]
+virtio_fs_cache_size = 0
+virtio_fs_queue_size = 1024
+virtio_fs_extra_args = ["--thread-pool-size=1", "--announce-submounts"]
+virtio_fs_cache = "auto"
+block_device_driver = "virtio-scsi"
+block_device_aio = "io_uring"
+enable_iothreads = false
+valid_hypervisor_paths = ["/usr/bin/qemu-system-x86_64"]
+valid_entropy_sources = ["/dev/urandom","/dev/random",""]
+disable_selinux = false
+disable_guest_selinux = true
+
+[factory]
+enable_template = false
+template_path = "/run/vc/vm/template"
+vm_cache_number = 0
+
+[agent.kata]
+dial_timeout = 45
+
+[runtime]
+enable_debug = false
+internetworking_model = "tcfilter"
+"#;
+    let l = parse(body).unwrap();
+    assert_eq!(l.config.cpu_features, vec!["pmu=off"]);
+    assert_eq!(l.config.shared_fs.extra_args.len(), 2);
+    let names: Vec<String> = l.warnings.iter().map(|w| w.to_string()).collect();
+    for want in [
+        "hypervisor.qemu.confidential_guest",
+        "hypervisor.qemu.enable_annotations",
+        "hypervisor.qemu.disable_guest_selinux",
+        "factory.vm_cache_number",
+        "[agent.kata]",
+        "[runtime]",
+    ] {
+        assert!(names.iter().any(|n| n.contains(want)), "no warning for {want}: {names:?}");
+    }
+}

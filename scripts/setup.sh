@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Install every system dependency sandvm needs, idempotently.
+# Runs as root, or through sudo when not root.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+BACKPORTS=/etc/apt/sources.list.d/bookworm-backports.sources
+PKGS_BPO="qemu-system-x86 qemu-system-arm qemu-system-ppc qemu-system-s390x qemu-utils"
+PKGS="libselinux1-dev libclang-dev clang pkg-config cpio e2fsprogs busybox-static swtpm swtpm-tools libseccomp-dev libcap-ng-dev cmake ovmf iproute2 python3-venv procps kmod"
+
+need_apt=0
+if [ ! -f "$BACKPORTS" ] && ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  echo "setup: adding bookworm-backports"
+  $SUDO tee "$BACKPORTS" >/dev/null <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  need_apt=1
+fi
+
+qemu_major() {
+  local bin=$1
+  command -v "$bin" >/dev/null 2>&1 || { echo 0; return; }
+  "$bin" --version | sed -n 's/^QEMU emulator version \([0-9]*\)\..*/\1/p'
+}
+
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+done
+qemu_ok=1
+for b in qemu-system-x86_64 qemu-system-aarch64 qemu-system-ppc64 qemu-system-s390x; do
+  [ "$(qemu_major $b)" -ge 10 ] 2>/dev/null || qemu_ok=0
+done
+
+if [ -n "$missing" ] || [ "$qemu_ok" -eq 0 ]; then
+  need_apt=1
+fi
+
+if [ "$need_apt" -eq 1 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  if [ -n "$missing" ]; then
+    echo "setup: installing$missing"
+    $SUDO apt-get install -y -q --no-install-recommends $missing
+  fi
+  if [ "$qemu_ok" -eq 0 ]; then
+    echo "setup: installing QEMU 10 from bookworm-backports"
+    $SUDO apt-get install -y -q --no-install-recommends -t bookworm-backports $PKGS_BPO
+  fi
+fi
+
+for b in qemu-system-x86_64 qemu-system-aarch64 qemu-system-ppc64 qemu-system-s390x; do
+  v=$(qemu_major $b)
+  if [ "${v:-0}" -lt 10 ]; then
+    echo "setup: $b is missing or older than QEMU 10" >&2
+    exit 1
+  fi
+done
+echo "setup: system packages ready"
