@@ -2,3 +2,4 @@
 //! trait and its QEMU backend, sandbox state on disk.
 
 pub mod config;
+pub mod state;

@@ -77,7 +77,6 @@ fn bad_values_name_their_key() {
         ("guest_arch = \"mips\"", "hypervisor.qemu.guest_arch"),
         ("rootfs_type = \"btrfs\"", "hypervisor.qemu.rootfs_type"),
         ("machine_type = \"q35,accel=kvm\"", "hypervisor.qemu.machine_type"),
-        ("initrd = \"i\"\nimage = \"img\"", "hypervisor.qemu.image"),
         ("pcie_root_port = 40", "hypervisor.qemu.pcie_root_port"),
         ("seccompsandbox = \"on obsolete=deny\"", "hypervisor.qemu.seccompsandbox"),
     ];

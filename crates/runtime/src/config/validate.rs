@@ -144,9 +144,6 @@ pub fn validate(
         .ok_or_else(|| cx.err(&k("kernel"), "is required"))?;
     let initrd = cx.opt_path(&k("initrd"), &raw.initrd)?;
     let image = cx.opt_path(&k("image"), &raw.image)?;
-    if initrd.is_some() && image.is_some() {
-        return Err(cx.err(&k("image"), "cannot be set together with initrd; choose one"));
-    }
     let firmware = cx.opt_path(&k("firmware"), &raw.firmware)?;
     let firmware_volume = cx.opt_path(&k("firmware_volume"), &raw.firmware_volume)?;
 
