@@ -1,2 +1,177 @@
-//! sandvm CLI.
-fn main() {}
+//! `sandvm`: a thin command line over the sandvm runtime.
+//!
+//! Exit codes (docs/cli.md): 0 success, 1 error, 2 usage, 3 config error,
+//! 4 no such sandbox, 5 sandbox busy, 6 console expectation not met in time.
+
+mod check;
+mod commands;
+mod console;
+
+use clap::{Parser, Subcommand};
+use runtime::state::StateRoot;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// sandvm: Kata-style sandbox VMs on QEMU.
+#[derive(Parser)]
+#[command(name = "sandvm", version, about)]
+struct Cli {
+    /// State root (default: $SANDVM_STATE_DIR or /run/sandvm).
+    #[arg(long, global = true, env = "SANDVM_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Log level or filter (default: $RUST_LOG, else warn).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print the host's fingerprint: QEMU, KVM, hugepages, SELinux, seccomp, virtiofsd, state root.
+    Check {
+        /// Config whose QEMU and daemon paths to check.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the QEMU command line a config renders to.
+    Cmdline {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Sandbox id used in paths.
+        #[arg(long, default_value = "cmdline")]
+        id: String,
+        /// Accelerator to render for (default: tcg unless the config says kvm).
+        #[arg(long)]
+        accel: Option<String>,
+        /// One JSON array; argv[0] is the QEMU binary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a sandbox; prints its id.
+    Create {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Sandbox id (default: generated).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Start a created sandbox.
+    Start {
+        /// Sandbox id.
+        id: String,
+        /// Seconds to wait for QMP.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Stop a sandbox and remove its state.
+    Stop {
+        /// Sandbox id.
+        id: String,
+        /// Kill at once; also cleans up a sandbox whose state is corrupt.
+        #[arg(long)]
+        force: bool,
+        /// Seconds to wait after the ACPI powerdown before killing.
+        #[arg(long, default_value_t = 5)]
+        grace: u64,
+    },
+    /// Pause a running sandbox.
+    Pause {
+        /// Sandbox id.
+        id: String,
+    },
+    /// Resume a paused sandbox.
+    Resume {
+        /// Sandbox id.
+        id: String,
+    },
+    /// Show a sandbox's state.
+    Status {
+        /// Sandbox id.
+        id: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List sandboxes.
+    List {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach to the console (Ctrl-] detaches), or send a line and expect output.
+    Console {
+        /// Sandbox id.
+        id: String,
+        /// Line to write.
+        #[arg(long)]
+        send: Option<String>,
+        /// Regex to wait for; exit 0 when it matches.
+        #[arg(long)]
+        expect: Option<String>,
+        /// Seconds to wait for --expect.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Create, start, wait for the guest, print a timeline, stop.
+    Run {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Keep the sandbox running.
+        #[arg(long)]
+        keep: bool,
+        /// One JSON line.
+        #[arg(long)]
+        json: bool,
+        /// Sandbox id (default: generated).
+        #[arg(long)]
+        id: Option<String>,
+        /// Seconds to wait for the guest's ready line.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+}
+
+fn init_logging(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::new(l),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_level.as_deref());
+    let root = cli
+        .state_dir
+        .clone()
+        .map_or_else(StateRoot::from_env, StateRoot::new);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sandvm: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(commands::dispatch(cli.cmd, root)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sandvm: {e:#}");
+            ExitCode::from(commands::exit_code(&e))
+        }
+    }
+}

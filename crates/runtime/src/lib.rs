@@ -1,5 +1,12 @@
 //! sandvm runtime: Kata-style config, the [`Hypervisor`](hypervisor::Hypervisor)
 //! trait and its QEMU backend, sandbox state on disk.
 
+pub mod accel;
 pub mod config;
+pub mod hypervisor;
+pub mod process;
+pub mod qemu;
 pub mod state;
+
+pub use hypervisor::{Hypervisor, HypervisorError};
+pub use qemu::Qemu;

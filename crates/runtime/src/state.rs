@@ -57,7 +57,9 @@ pub enum StateError {
         reason: String,
     },
     /// A socket path would not fit in sun_path.
-    #[error("Socket path {path} is {len} bytes, over the limit of {MAX_SOCKET_PATH}; use a shorter --state-dir or id")]
+    #[error(
+        "Socket path {path} is {len} bytes, over the limit of {MAX_SOCKET_PATH}; use a shorter --state-dir or id"
+    )]
     SocketPathTooLong {
         /// The path.
         path: String,
@@ -105,12 +107,20 @@ pub enum StateError {
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> StateError + '_ {
-    move |e| StateError::Io { path: path.display().to_string(), reason: e.to_string() }
+    move |e| StateError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
 }
 
 /// Check a sandbox id: 1 to 64 of `[A-Za-z0-9_.-]`, starting with a letter or digit.
 pub fn validate_id(id: &str) -> Result<(), StateError> {
-    let bad = |reason: &str| Err(StateError::BadId { id: id.to_string(), reason: reason.to_string() });
+    let bad = |reason: &str| {
+        Err(StateError::BadId {
+            id: id.to_string(),
+            reason: reason.to_string(),
+        })
+    };
     if id.is_empty() {
         return bad("empty");
     }
@@ -120,7 +130,10 @@ pub fn validate_id(id: &str) -> Result<(), StateError> {
     if !id.as_bytes()[0].is_ascii_alphanumeric() {
         return bad("must start with a letter or digit");
     }
-    if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    {
         return bad("only letters, digits, '_', '.' and '-' are allowed");
     }
     Ok(())
@@ -130,7 +143,10 @@ pub fn validate_id(id: &str) -> Result<(), StateError> {
 pub fn check_socket_path(path: &Path) -> Result<(), StateError> {
     let len = path.as_os_str().len();
     if len > MAX_SOCKET_PATH {
-        return Err(StateError::SocketPathTooLong { path: path.display().to_string(), len });
+        return Err(StateError::SocketPathTooLong {
+            path: path.display().to_string(),
+            len,
+        });
     }
     Ok(())
 }
@@ -151,7 +167,10 @@ impl StateRoot {
 
     /// The root from the environment, or the default.
     pub fn from_env() -> StateRoot {
-        StateRoot::new(std::env::var_os(STATE_ROOT_ENV).map_or_else(|| PathBuf::from(DEFAULT_STATE_ROOT), PathBuf::from))
+        StateRoot::new(
+            std::env::var_os(STATE_ROOT_ENV)
+                .map_or_else(|| PathBuf::from(DEFAULT_STATE_ROOT), PathBuf::from),
+        )
     }
 
     /// The root folder.
@@ -195,11 +214,18 @@ impl StateRoot {
         for name in [files::QMP, files::CONSOLE] {
             check_socket_path(&dir.join(name))?;
         }
-        std::fs::DirBuilder::new().recursive(true).mode(0o755).create(&self.root).map_err(io(&self.root))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&self.root)
+            .map_err(io(&self.root))?;
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(StateError::Exists { id: id.into(), root: self.root.display().to_string() });
+                return Err(StateError::Exists {
+                    id: id.into(),
+                    root: self.root.display().to_string(),
+                });
             }
             Err(e) => return Err(io(&dir)(e)),
         }
@@ -219,12 +245,18 @@ impl StateRoot {
         validate_id(id)?;
         let dir = self.sandbox_dir(id);
         if !dir.is_dir() {
-            return Err(StateError::NotFound { id: id.into(), root: self.root.display().to_string() });
+            return Err(StateError::NotFound {
+                id: id.into(),
+                root: self.root.display().to_string(),
+            });
         }
         let d = SandboxDir::lock(id, dir)?;
         // The holder before us may have removed it while we waited for the lock.
         if !d.path().is_dir() {
-            return Err(StateError::NotFound { id: id.into(), root: self.root.display().to_string() });
+            return Err(StateError::NotFound {
+                id: id.into(),
+                root: self.root.display().to_string(),
+            });
         }
         Ok(d)
     }
@@ -243,7 +275,11 @@ impl SandboxDir {
         let f = File::open(&dir).map_err(io(&dir))?;
         let lock = Flock::lock(f, FlockArg::LockExclusiveNonblock)
             .map_err(|_| StateError::Busy { id: id.to_string() })?;
-        Ok(SandboxDir { id: id.to_string(), dir, _lock: lock })
+        Ok(SandboxDir {
+            id: id.to_string(),
+            dir,
+            _lock: lock,
+        })
     }
 
     /// The sandbox id.
@@ -270,7 +306,12 @@ impl SandboxDir {
             reason: e.to_string(),
         })?;
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.write_all(&json)?;
             f.sync_all()?;
             std::fs::rename(&tmp, &path)?;
@@ -286,11 +327,19 @@ impl SandboxDir {
     pub fn load(&self) -> Result<SandboxState, StateError> {
         let path = self.file(files::STATE);
         let bytes = std::fs::read(&path).map_err(io(&path))?;
-        let corrupt = |reason: String| StateError::Corrupt { path: path.display().to_string(), reason };
-        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let corrupt = |reason: String| StateError::Corrupt {
+            path: path.display().to_string(),
+            reason,
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
         match v.get("version").and_then(|v| v.as_u64()) {
             Some(n) if n == STATE_VERSION as u64 => {}
-            Some(n) => return Err(corrupt(format!("unknown version {n}; this sandvm reads version {STATE_VERSION}"))),
+            Some(n) => {
+                return Err(corrupt(format!(
+                    "unknown version {n}; this sandvm reads version {STATE_VERSION}"
+                )));
+            }
             None => return Err(corrupt("no version field".into())),
         }
         serde_json::from_value(v).map_err(|e| corrupt(e.to_string()))
@@ -304,7 +353,9 @@ impl SandboxDir {
             .and_then(|v| v.get("pid").and_then(|p| p.as_i64()))
             .map(|p| p as i32);
         from_state.or_else(|| {
-            std::fs::read_to_string(self.file(files::PIDFILE)).ok().and_then(|s| s.trim().parse().ok())
+            std::fs::read_to_string(self.file(files::PIDFILE))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
         })
     }
 
@@ -378,7 +429,16 @@ mod tests {
         for ok in ["a", "sandbox-1", "A.b_c-9", &"x".repeat(64)] {
             validate_id(ok).unwrap();
         }
-        for bad in ["", "-a", ".hidden", "a/b", "../x", "a b", "é", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "-a",
+            ".hidden",
+            "a/b",
+            "../x",
+            "a b",
+            "é",
+            &"x".repeat(65),
+        ] {
             let e = validate_id(bad).unwrap_err();
             assert!(e.to_string().contains("Invalid sandbox id"), "{e}");
         }

@@ -106,7 +106,9 @@ pub fn unused(doc: &toml::Table) -> Vec<Warning> {
                     }
                 }
             }
-            ("factory", toml::Value::Table(f)) => unknown_keys(&mut out, "factory", f, FACTORY_KEYS),
+            ("factory", toml::Value::Table(f)) => {
+                unknown_keys(&mut out, "factory", f, FACTORY_KEYS)
+            }
             (_, toml::Value::Table(t)) => {
                 // Report sub-tables such as [agent.kata] by their full name.
                 let subs: Vec<_> = t.iter().filter(|(_, v)| v.is_table()).collect();
@@ -155,7 +157,9 @@ mod tests {
         )
         .unwrap();
         let w = unused(&doc);
-        assert!(w.contains(&Warning::IgnoredKey("hypervisor.qemu.confidential_guest".into())));
+        assert!(w.contains(&Warning::IgnoredKey(
+            "hypervisor.qemu.confidential_guest".into()
+        )));
         assert!(w.contains(&Warning::IgnoredTable("hypervisor.clh".into())));
         assert!(w.contains(&Warning::IgnoredTable("agent.kata".into())));
         assert!(w.contains(&Warning::IgnoredTable("runtime".into())));

@@ -82,7 +82,11 @@ impl HostInfo {
                     .and_then(|kb| kb.parse::<u64>().ok())
             })
             .map_or(4096, |kb| kb / 1024);
-        HostInfo { cpus, mem_mib, arch: GuestArch::host() }
+        HostInfo {
+            cpus,
+            mem_mib,
+            arch: GuestArch::host(),
+        }
     }
 }
 
@@ -128,19 +132,28 @@ pub fn parse_str(file: &Path, text: &str, host: &HostInfo) -> Result<Loaded, Con
     let fname = file.display().to_string();
     let syntax = |e: toml::de::Error| {
         let (line, key) = locate(text, e.span());
-        ConfigError::Syntax { file: fname.clone(), key, line, reason: e.message().to_string() }
+        ConfigError::Syntax {
+            file: fname.clone(),
+            key,
+            line,
+            reason: e.message().to_string(),
+        }
     };
     let doc: toml::Table = toml::from_str(text).map_err(syntax)?;
     let warnings = keys::unused(&doc);
     let raw: RawFile = toml::from_str(text).map_err(syntax)?;
-    let qemu = raw.hypervisor.qemu.ok_or(ConfigError::NoQemuTable { file: fname.clone() })?;
+    let qemu = raw.hypervisor.qemu.ok_or(ConfigError::NoQemuTable {
+        file: fname.clone(),
+    })?;
     let config = validate::validate(file, &qemu, &raw.factory, host)?;
     Ok(Loaded { config, warnings })
 }
 
 /// Find the line and dotted key at a byte span of TOML text.
 fn locate(text: &str, span: Option<std::ops::Range<usize>>) -> (usize, String) {
-    let Some(span) = span else { return (0, "?".into()) };
+    let Some(span) = span else {
+        return (0, "?".into());
+    };
     let start = span.start.min(text.len());
     let line_no = text[..start].matches('\n').count() + 1;
     let mut table = String::new();
@@ -154,7 +167,9 @@ fn locate(text: &str, span: Option<std::ops::Range<usize>>) -> (usize, String) {
             table = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
         }
         if i + 1 == line_no {
-            key = t.split_once('=').map(|(k, _)| k.trim().trim_matches('"').to_string());
+            key = t
+                .split_once('=')
+                .map(|(k, _)| k.trim().trim_matches('"').to_string());
         }
     }
     let key = match key {
@@ -196,7 +211,10 @@ impl HypervisorConfig {
                 return Err(ConfigError::Invalid {
                     file: file.clone(),
                     key,
-                    reason: format!("{} does not exist (run `make setup` and `make guest` for the bundled assets)", p.display()),
+                    reason: format!(
+                        "{} does not exist (run `make setup` and `make guest` for the bundled assets)",
+                        p.display()
+                    ),
                 });
             }
         }

@@ -2,7 +2,11 @@
 
 use super::*;
 
-const HOST: HostInfo = HostInfo { cpus: 8, mem_mib: 16384, arch: GuestArch::X86_64 };
+const HOST: HostInfo = HostInfo {
+    cpus: 8,
+    mem_mib: 16384,
+    arch: GuestArch::X86_64,
+};
 
 fn parse(body: &str) -> Result<Loaded, ConfigError> {
     parse_str(Path::new("/etc/sandvm/test.toml"), body, &HOST)
@@ -38,9 +42,16 @@ fn defaults_follow_kata() {
 
 #[test]
 fn relative_paths_resolve_against_the_config_folder() {
-    let c = parse(&minimal("initrd = \"../build/initrd.img\"\nshared_fs = \"none\"")).unwrap().config;
+    let c = parse(&minimal(
+        "initrd = \"../build/initrd.img\"\nshared_fs = \"none\"",
+    ))
+    .unwrap()
+    .config;
     assert_eq!(c.kernel, PathBuf::from("/etc/sandvm/vmlinuz"));
-    assert_eq!(c.initrd, Some(PathBuf::from("/etc/sandvm/../build/initrd.img")));
+    assert_eq!(
+        c.initrd,
+        Some(PathBuf::from("/etc/sandvm/../build/initrd.img"))
+    );
 }
 
 #[test]
@@ -60,25 +71,49 @@ fn type_errors_name_the_key_and_line() {
 fn bad_values_name_their_key() {
     let cases = [
         ("default_vcpus = -1", "hypervisor.qemu.default_vcpus"),
-        ("default_vcpus = 4\ndefault_maxvcpus = 2", "hypervisor.qemu.default_vcpus"),
-        ("default_memory = 4096\ndefault_maxmemory = 1024", "hypervisor.qemu.default_memory"),
+        (
+            "default_vcpus = 4\ndefault_maxvcpus = 2",
+            "hypervisor.qemu.default_vcpus",
+        ),
+        (
+            "default_memory = 4096\ndefault_maxmemory = 1024",
+            "hypervisor.qemu.default_memory",
+        ),
         ("default_bridges = 6", "hypervisor.qemu.default_bridges"),
         ("memory_slots = 300", "hypervisor.qemu.memory_slots"),
         ("memory_offset = -5", "hypervisor.qemu.memory_offset"),
         ("shared_fs = \"nfs\"", "hypervisor.qemu.shared_fs"),
         ("shared_fs = \"virtio-9p\"", "hypervisor.qemu.shared_fs"),
-        ("block_device_driver = \"ide\"", "hypervisor.qemu.block_device_driver"),
-        ("block_device_aio = \"posix\"", "hypervisor.qemu.block_device_aio"),
-        ("virtio_fs_cache = \"sometimes\"", "hypervisor.qemu.virtio_fs_cache"),
-        ("virtio_fs_queue_size = 1000", "hypervisor.qemu.virtio_fs_queue_size"),
+        (
+            "block_device_driver = \"ide\"",
+            "hypervisor.qemu.block_device_driver",
+        ),
+        (
+            "block_device_aio = \"posix\"",
+            "hypervisor.qemu.block_device_aio",
+        ),
+        (
+            "virtio_fs_cache = \"sometimes\"",
+            "hypervisor.qemu.virtio_fs_cache",
+        ),
+        (
+            "virtio_fs_queue_size = 1000",
+            "hypervisor.qemu.virtio_fs_queue_size",
+        ),
         ("hot_plug_vfio = \"usb\"", "hypervisor.qemu.hot_plug_vfio"),
         ("cold_plug_vfio = \"usb\"", "hypervisor.qemu.cold_plug_vfio"),
         ("accelerator = \"hvf\"", "hypervisor.qemu.accelerator"),
         ("guest_arch = \"mips\"", "hypervisor.qemu.guest_arch"),
         ("rootfs_type = \"btrfs\"", "hypervisor.qemu.rootfs_type"),
-        ("machine_type = \"q35,accel=kvm\"", "hypervisor.qemu.machine_type"),
+        (
+            "machine_type = \"q35,accel=kvm\"",
+            "hypervisor.qemu.machine_type",
+        ),
         ("pcie_root_port = 40", "hypervisor.qemu.pcie_root_port"),
-        ("seccompsandbox = \"on obsolete=deny\"", "hypervisor.qemu.seccompsandbox"),
+        (
+            "seccompsandbox = \"on obsolete=deny\"",
+            "hypervisor.qemu.seccompsandbox",
+        ),
     ];
     for (body, key) in cases {
         let e = err_of(&minimal(body));
@@ -93,36 +128,69 @@ fn bad_values_name_their_key() {
 #[test]
 fn kernel_is_required() {
     let e = err_of("[hypervisor.qemu]\nshared_fs = \"none\"\n");
-    assert!(matches!(&e, ConfigError::Invalid { key, .. } if key == "hypervisor.qemu.kernel"), "{e}");
+    assert!(
+        matches!(&e, ConfigError::Invalid { key, .. } if key == "hypervisor.qemu.kernel"),
+        "{e}"
+    );
 }
 
 #[test]
 fn allowlists_are_enforced() {
-    let e = err_of(&minimal("path = \"/opt/evil/qemu\"\nvalid_hypervisor_paths = [\"/usr/bin/qemu-*\"]"));
-    assert!(matches!(&e, ConfigError::Invalid { key, reason, .. }
-        if key == "hypervisor.qemu.path" && reason.contains("valid_hypervisor_paths")), "{e}");
-    let ok = parse(&minimal("path = \"/usr/bin/qemu-system-x86_64\"\nvalid_hypervisor_paths = [\"/usr/bin/qemu-*\"]\nshared_fs=\"none\""));
+    let e = err_of(&minimal(
+        "path = \"/opt/evil/qemu\"\nvalid_hypervisor_paths = [\"/usr/bin/qemu-*\"]",
+    ));
+    assert!(
+        matches!(&e, ConfigError::Invalid { key, reason, .. }
+        if key == "hypervisor.qemu.path" && reason.contains("valid_hypervisor_paths")),
+        "{e}"
+    );
+    let ok = parse(&minimal(
+        "path = \"/usr/bin/qemu-system-x86_64\"\nvalid_hypervisor_paths = [\"/usr/bin/qemu-*\"]\nshared_fs=\"none\"",
+    ));
     assert!(ok.is_ok());
-    let e = err_of(&minimal("entropy_source = \"/dev/random\"\nvalid_entropy_sources = [\"/dev/urandom\"]"));
-    assert!(matches!(&e, ConfigError::Invalid { key, .. } if key == "hypervisor.qemu.entropy_source"), "{e}");
-    let e = err_of(&minimal("shared_fs = \"virtio-fs\"\nvirtio_fs_daemon = \"/tmp/vfsd\"\nvalid_virtio_fs_daemon_paths = [\"/usr/libexec/*\"]"));
-    assert!(matches!(&e, ConfigError::Invalid { key, .. } if key == "hypervisor.qemu.virtio_fs_daemon"), "{e}");
-    let e = err_of(&minimal("file_mem_backend = \"/mnt/x\"\nvalid_file_mem_backends = [\"/dev/shm\"]"));
-    assert!(matches!(&e, ConfigError::Invalid { key, .. } if key == "hypervisor.qemu.file_mem_backend"), "{e}");
+    let e = err_of(&minimal(
+        "entropy_source = \"/dev/random\"\nvalid_entropy_sources = [\"/dev/urandom\"]",
+    ));
+    assert!(
+        matches!(&e, ConfigError::Invalid { key, .. } if key == "hypervisor.qemu.entropy_source"),
+        "{e}"
+    );
+    let e = err_of(&minimal(
+        "shared_fs = \"virtio-fs\"\nvirtio_fs_daemon = \"/tmp/vfsd\"\nvalid_virtio_fs_daemon_paths = [\"/usr/libexec/*\"]",
+    ));
+    assert!(
+        matches!(&e, ConfigError::Invalid { key, .. } if key == "hypervisor.qemu.virtio_fs_daemon"),
+        "{e}"
+    );
+    let e = err_of(&minimal(
+        "file_mem_backend = \"/mnt/x\"\nvalid_file_mem_backends = [\"/dev/shm\"]",
+    ));
+    assert!(
+        matches!(&e, ConfigError::Invalid { key, .. } if key == "hypervisor.qemu.file_mem_backend"),
+        "{e}"
+    );
 }
 
 #[test]
 fn missing_table_and_unreadable_file() {
-    assert!(matches!(err_of("[runtime]\nx = 1\n"), ConfigError::NoQemuTable { .. }));
+    assert!(matches!(
+        err_of("[runtime]\nx = 1\n"),
+        ConfigError::NoQemuTable { .. }
+    ));
     let e = load(Path::new("/nonexistent/sandvm.toml")).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/sandvm.toml"), "{e}");
 }
 
 #[test]
 fn check_assets_names_the_missing_one() {
-    let c = parse(&minimal("path = \"/bin/sh\"\nshared_fs = \"none\"")).unwrap().config;
+    let c = parse(&minimal("path = \"/bin/sh\"\nshared_fs = \"none\""))
+        .unwrap()
+        .config;
     let e = c.check_assets().unwrap_err();
-    assert!(matches!(&e, ConfigError::Invalid { key, .. } if key == "hypervisor.qemu.kernel"), "{e}");
+    assert!(
+        matches!(&e, ConfigError::Invalid { key, .. } if key == "hypervisor.qemu.kernel"),
+        "{e}"
+    );
     assert!(e.to_string().contains("make setup"));
 }
 
@@ -187,6 +255,9 @@ internetworking_model = "tcfilter"
         "[agent.kata]",
         "[runtime]",
     ] {
-        assert!(names.iter().any(|n| n.contains(want)), "no warning for {want}: {names:?}");
+        assert!(
+            names.iter().any(|n| n.contains(want)),
+            "no warning for {want}: {names:?}"
+        );
     }
 }

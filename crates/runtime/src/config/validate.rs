@@ -51,7 +51,11 @@ impl Ctx<'_> {
     /// Resolve a path against the config file's folder.
     fn path(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
-        if p.is_absolute() { p.to_path_buf() } else { self.dir.join(p) }
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
     }
 
     fn opt_path(&self, key: &str, v: &Option<String>) -> Result<Option<PathBuf>, ConfigError> {
@@ -83,7 +87,13 @@ impl Ctx<'_> {
         }
     }
 
-    fn allowed(&self, key: &str, list_key: &str, path: &Path, globs: &[String]) -> Result<(), ConfigError> {
+    fn allowed(
+        &self,
+        key: &str,
+        list_key: &str,
+        path: &Path,
+        globs: &[String],
+    ) -> Result<(), ConfigError> {
         if globs.is_empty() {
             return Ok(());
         }
@@ -130,14 +140,22 @@ pub fn validate(
     let guest_arch = match raw.guest_arch.as_deref() {
         None | Some("") => host.arch,
         Some(s) => GuestArch::parse(s).ok_or_else(|| {
-            cx.err(&k("guest_arch"), format!("unknown arch {s:?}; expected x86_64, aarch64, ppc64le or s390x"))
+            cx.err(
+                &k("guest_arch"),
+                format!("unknown arch {s:?}; expected x86_64, aarch64, ppc64le or s390x"),
+            )
         })?,
     };
 
     let qemu_path = cx
         .opt_path(&k("path"), &raw.path)?
         .unwrap_or_else(|| PathBuf::from("/usr/bin").join(guest_arch.qemu_binary()));
-    cx.allowed(&k("path"), &k("valid_hypervisor_paths"), &qemu_path, raw.valid_hypervisor_paths.as_deref().unwrap_or(&[]))?;
+    cx.allowed(
+        &k("path"),
+        &k("valid_hypervisor_paths"),
+        &qemu_path,
+        raw.valid_hypervisor_paths.as_deref().unwrap_or(&[]),
+    )?;
 
     let kernel = cx
         .opt_path(&k("kernel"), &raw.kernel)?
@@ -150,7 +168,10 @@ pub fn validate(
     let machine_type = match raw.machine_type.as_deref() {
         None | Some("") => default_machine(guest_arch).to_string(),
         Some(m) => {
-            if !m.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            if !m
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
                 return Err(cx.err(&k("machine_type"), format!("invalid machine type {m:?}")));
             }
             m.to_string()
@@ -161,60 +182,136 @@ pub fn validate(
         None | Some("") | Some("ext4") => RootfsType::Ext4,
         Some("xfs") => RootfsType::Xfs,
         Some("erofs") => RootfsType::Erofs,
-        Some(o) => return Err(cx.err(&k("rootfs_type"), format!("unknown rootfs type {o:?}; expected ext4, xfs or erofs"))),
+        Some(o) => {
+            return Err(cx.err(
+                &k("rootfs_type"),
+                format!("unknown rootfs type {o:?}; expected ext4, xfs or erofs"),
+            ));
+        }
     };
 
-    let vcpus = cx.count(&k("default_vcpus"), raw.default_vcpus, DEFAULT_VCPUS, MAX_VCPUS)?;
-    let max_vcpus = cx.count(&k("default_maxvcpus"), raw.default_maxvcpus, host.cpus.clamp(1, MAX_VCPUS), MAX_VCPUS)?;
+    let vcpus = cx.count(
+        &k("default_vcpus"),
+        raw.default_vcpus,
+        DEFAULT_VCPUS,
+        MAX_VCPUS,
+    )?;
+    let max_vcpus = cx.count(
+        &k("default_maxvcpus"),
+        raw.default_maxvcpus,
+        host.cpus.clamp(1, MAX_VCPUS),
+        MAX_VCPUS,
+    )?;
     if vcpus > max_vcpus {
-        return Err(cx.err(&k("default_vcpus"), format!("{vcpus} is more than default_maxvcpus ({max_vcpus})")));
+        return Err(cx.err(
+            &k("default_vcpus"),
+            format!("{vcpus} is more than default_maxvcpus ({max_vcpus})"),
+        ));
     }
     let memory_mib = cx.mib(&k("default_memory"), raw.default_memory, DEFAULT_MEMORY_MIB)?;
     let max_memory_mib = cx.mib(&k("default_maxmemory"), raw.default_maxmemory, host.mem_mib)?;
     if memory_mib > max_memory_mib {
-        return Err(cx.err(&k("default_memory"), format!("{memory_mib} MiB is more than default_maxmemory ({max_memory_mib} MiB)")));
+        return Err(cx.err(
+            &k("default_memory"),
+            format!("{memory_mib} MiB is more than default_maxmemory ({max_memory_mib} MiB)"),
+        ));
     }
-    let memory_slots = cx.count(&k("memory_slots"), raw.memory_slots, DEFAULT_MEMORY_SLOTS, MAX_MEMORY_SLOTS)?;
+    let memory_slots = cx.count(
+        &k("memory_slots"),
+        raw.memory_slots,
+        DEFAULT_MEMORY_SLOTS,
+        MAX_MEMORY_SLOTS,
+    )?;
     let memory_offset_mib = match raw.memory_offset {
-        Some(n) if n < 0 => return Err(cx.err(&k("memory_offset"), format!("must not be negative (got {n})"))),
+        Some(n) if n < 0 => {
+            return Err(cx.err(
+                &k("memory_offset"),
+                format!("must not be negative (got {n})"),
+            ));
+        }
         Some(n) => n as u64,
         None => 0,
     };
-    let bridges = cx.count(&k("default_bridges"), raw.default_bridges, DEFAULT_BRIDGES, MAX_BRIDGES)?;
+    let bridges = cx.count(
+        &k("default_bridges"),
+        raw.default_bridges,
+        DEFAULT_BRIDGES,
+        MAX_BRIDGES,
+    )?;
     let pcie_root_ports = match raw.pcie_root_port {
         None => 0,
-        Some(n) if !(0..=32).contains(&n) => return Err(cx.err(&k("pcie_root_port"), format!("must be 0 to 32 (got {n})"))),
+        Some(n) if !(0..=32).contains(&n) => {
+            return Err(cx.err(&k("pcie_root_port"), format!("must be 0 to 32 (got {n})")));
+        }
         Some(n) => n as u32,
     };
 
     let file_mem_backend = cx.opt_path(&k("file_mem_backend"), &raw.file_mem_backend)?;
     if let Some(p) = &file_mem_backend {
-        cx.allowed(&k("file_mem_backend"), &k("valid_file_mem_backends"), p, raw.valid_file_mem_backends.as_deref().unwrap_or(&[]))?;
+        cx.allowed(
+            &k("file_mem_backend"),
+            &k("valid_file_mem_backends"),
+            p,
+            raw.valid_file_mem_backends.as_deref().unwrap_or(&[]),
+        )?;
     }
 
     let shared_kind = match raw.shared_fs.as_deref() {
         None | Some("") | Some("virtio-fs") => SharedFs::VirtioFs,
         Some("virtio-fs-nydus") => SharedFs::VirtioFsNydus,
         Some("none") => SharedFs::None,
-        Some("virtio-9p") => return Err(cx.err(&k("shared_fs"), "virtio-9p is not supported by sandvm; use virtio-fs")),
-        Some(o) => return Err(cx.err(&k("shared_fs"), format!("unknown value {o:?}; expected virtio-fs, virtio-fs-nydus or none"))),
+        Some("virtio-9p") => {
+            return Err(cx.err(
+                &k("shared_fs"),
+                "virtio-9p is not supported by sandvm; use virtio-fs",
+            ));
+        }
+        Some(o) => {
+            return Err(cx.err(
+                &k("shared_fs"),
+                format!("unknown value {o:?}; expected virtio-fs, virtio-fs-nydus or none"),
+            ));
+        }
     };
     let daemon = cx
         .opt_path(&k("virtio_fs_daemon"), &raw.virtio_fs_daemon)?
         .unwrap_or_else(|| PathBuf::from(DEFAULT_VIRTIO_FS_DAEMON));
     if shared_kind != SharedFs::None {
-        cx.allowed(&k("virtio_fs_daemon"), &k("valid_virtio_fs_daemon_paths"), &daemon, raw.valid_virtio_fs_daemon_paths.as_deref().unwrap_or(&[]))?;
+        cx.allowed(
+            &k("virtio_fs_daemon"),
+            &k("valid_virtio_fs_daemon_paths"),
+            &daemon,
+            raw.valid_virtio_fs_daemon_paths.as_deref().unwrap_or(&[]),
+        )?;
     }
     let cache = match raw.virtio_fs_cache.as_deref() {
         None | Some("") => DEFAULT_VIRTIO_FS_CACHE.to_string(),
         Some(c @ ("auto" | "always" | "never" | "metadata")) => c.to_string(),
         Some("none") => "never".to_string(),
-        Some(o) => return Err(cx.err(&k("virtio_fs_cache"), format!("unknown cache mode {o:?}; expected auto, always, never or metadata"))),
+        Some(o) => {
+            return Err(cx.err(
+                &k("virtio_fs_cache"),
+                format!("unknown cache mode {o:?}; expected auto, always, never or metadata"),
+            ));
+        }
     };
-    let cache_size_mib = cx.count(&k("virtio_fs_cache_size"), raw.virtio_fs_cache_size, 0, 1 << 20)?;
-    let queue_size = cx.count(&k("virtio_fs_queue_size"), raw.virtio_fs_queue_size, DEFAULT_VIRTIO_FS_QUEUE_SIZE, 1024)?;
+    let cache_size_mib = cx.count(
+        &k("virtio_fs_cache_size"),
+        raw.virtio_fs_cache_size,
+        0,
+        1 << 20,
+    )?;
+    let queue_size = cx.count(
+        &k("virtio_fs_queue_size"),
+        raw.virtio_fs_queue_size,
+        DEFAULT_VIRTIO_FS_QUEUE_SIZE,
+        1024,
+    )?;
     if !queue_size.is_power_of_two() {
-        return Err(cx.err(&k("virtio_fs_queue_size"), format!("must be a power of two (got {queue_size})")));
+        return Err(cx.err(
+            &k("virtio_fs_queue_size"),
+            format!("must be a power of two (got {queue_size})"),
+        ));
     }
 
     let driver = match raw.block_device_driver.as_deref() {
@@ -222,12 +319,22 @@ pub fn validate(
         Some("virtio-blk") => BlockDriver::VirtioBlk,
         Some("virtio-blk-ccw") => BlockDriver::VirtioBlkCcw,
         Some("nvdimm") => BlockDriver::Nvdimm,
-        Some(o) => return Err(cx.err(&k("block_device_driver"), format!("unknown driver {o:?}; expected virtio-scsi, virtio-blk, virtio-blk-ccw or nvdimm"))),
+        Some(o) => return Err(cx.err(
+            &k("block_device_driver"),
+            format!(
+                "unknown driver {o:?}; expected virtio-scsi, virtio-blk, virtio-blk-ccw or nvdimm"
+            ),
+        )),
     };
     let aio = match raw.block_device_aio.as_deref() {
         None | Some("") => DEFAULT_BLOCK_AIO.to_string(),
         Some(a @ ("threads" | "native" | "io_uring")) => a.to_string(),
-        Some(o) => return Err(cx.err(&k("block_device_aio"), format!("unknown AIO mode {o:?}; expected threads, native or io_uring"))),
+        Some(o) => {
+            return Err(cx.err(
+                &k("block_device_aio"),
+                format!("unknown AIO mode {o:?}; expected threads, native or io_uring"),
+            ));
+        }
     };
 
     let vfio = |key: &str, v: &Option<String>| -> Result<VfioPort, ConfigError> {
@@ -236,7 +343,12 @@ pub fn validate(
             Some("bridge-port") => VfioPort::BridgePort,
             Some("root-port") => VfioPort::RootPort,
             Some("switch-port") => VfioPort::SwitchPort,
-            Some(o) => return Err(cx.err(&k(key), format!("unknown port {o:?}; expected no-port, bridge-port, root-port or switch-port"))),
+            Some(o) => return Err(cx.err(
+                &k(key),
+                format!(
+                    "unknown port {o:?}; expected no-port, bridge-port, root-port or switch-port"
+                ),
+            )),
         })
     };
     let hot_plug_vfio = vfio("hot_plug_vfio", &raw.hot_plug_vfio)?;
@@ -245,7 +357,12 @@ pub fn validate(
     let entropy_source = cx
         .opt_path(&k("entropy_source"), &raw.entropy_source)?
         .unwrap_or_else(|| PathBuf::from(DEFAULT_ENTROPY_SOURCE));
-    cx.allowed(&k("entropy_source"), &k("valid_entropy_sources"), &entropy_source, raw.valid_entropy_sources.as_deref().unwrap_or(&[]))?;
+    cx.allowed(
+        &k("entropy_source"),
+        &k("valid_entropy_sources"),
+        &entropy_source,
+        raw.valid_entropy_sources.as_deref().unwrap_or(&[]),
+    )?;
 
     let mut pflashes = Vec::new();
     for (i, p) in raw.pflashes.iter().flatten().enumerate() {
@@ -257,16 +374,19 @@ pub fn validate(
 
     let seccomp_sandbox = raw.seccompsandbox.clone().filter(|s| !s.trim().is_empty());
     if let Some(s) = &seccomp_sandbox {
-        if s.contains('\n') || s.contains(' ') {
-            return Err(cx.err(&k("seccompsandbox"), "must not contain spaces or newlines"));
-        }
+        crate::qemu::build::parse_sandbox(s).map_err(|e| cx.err(&k("seccompsandbox"), e))?;
     }
 
     let accelerator = match raw.accelerator.as_deref() {
         None | Some("") | Some("auto") => Accelerator::Auto,
         Some("kvm") => Accelerator::Kvm,
         Some("tcg") => Accelerator::Tcg,
-        Some(o) => return Err(cx.err(&k("accelerator"), format!("unknown accelerator {o:?}; expected kvm, tcg or auto"))),
+        Some(o) => {
+            return Err(cx.err(
+                &k("accelerator"),
+                format!("unknown accelerator {o:?}; expected kvm, tcg or auto"),
+            ));
+        }
     };
 
     let kernel_params = split_list(&raw.kernel_params, ' ');
@@ -339,7 +459,8 @@ pub fn validate(
         rootless: bool_or(raw.rootless, false),
         debug: bool_or(raw.enable_debug, false),
         disable_nesting_checks: bool_or(raw.disable_nesting_checks, false),
-        guest_memory_dump_path: cx.opt_path(&k("guest_memory_dump_path"), &raw.guest_memory_dump_path)?,
+        guest_memory_dump_path: cx
+            .opt_path(&k("guest_memory_dump_path"), &raw.guest_memory_dump_path)?,
         guest_memory_dump_paging: bool_or(raw.guest_memory_dump_paging, false),
         use_legacy_serial: bool_or(raw.use_legacy_serial, false),
         accelerator,

@@ -1,0 +1,301 @@
+//! One function per subcommand, mapped onto the runtime.
+
+use crate::Cmd;
+use anyhow::{Context, Result, bail};
+use runtime::config::{self, Accelerator};
+use runtime::hypervisor::{CreateOptions, Hypervisor, HypervisorError};
+use runtime::qemu::arch::Accel;
+use runtime::qemu::{DEFAULT_START_TIMEOUT, Qemu, StopMode};
+use runtime::state::{StateError, StateRoot, VmState};
+use serde_json::json;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// The line the test guest prints when it is ready.
+pub const READY_LINE: &str = "SANDVM-GUEST-READY";
+
+/// Exit code for an error (docs/cli.md).
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(h) = cause.downcast_ref::<HypervisorError>() {
+            return match h {
+                HypervisorError::Config(_) => 3,
+                HypervisorError::State(s) => state_code(s),
+                _ => 1,
+            };
+        }
+        if cause.downcast_ref::<config::ConfigError>().is_some() {
+            return 3;
+        }
+        if let Some(s) = cause.downcast_ref::<StateError>() {
+            return state_code(s);
+        }
+        if cause
+            .downcast_ref::<crate::console::ExpectTimeout>()
+            .is_some()
+        {
+            return 6;
+        }
+    }
+    1
+}
+
+fn state_code(s: &StateError) -> u8 {
+    match s {
+        StateError::NotFound { .. } => 4,
+        StateError::Busy { .. } => 5,
+        _ => 1,
+    }
+}
+
+/// Load a config, printing each unused key once as a warning.
+pub fn load_config(path: &Path) -> Result<config::HypervisorConfig> {
+    let loaded = config::load(path)?;
+    for w in &loaded.warnings {
+        tracing::warn!("{}: {w}", path.display());
+    }
+    Ok(loaded.config)
+}
+
+fn new_id() -> String {
+    let u = uuid::Uuid::new_v4().simple().to_string();
+    format!("sb-{}", &u[..12])
+}
+
+/// Run one subcommand.
+pub async fn dispatch(cmd: Cmd, root: StateRoot) -> Result<ExitCode> {
+    match cmd {
+        Cmd::Check { config, json } => crate::check::run(&root, config.as_deref(), json).await,
+        Cmd::Cmdline {
+            config,
+            id,
+            accel,
+            json,
+        } => {
+            let cfg = load_config(&config)?;
+            let accel = match accel.as_deref() {
+                Some("kvm") => Accel::Kvm,
+                Some("tcg") => Accel::Tcg,
+                Some(o) => bail!("--accel must be kvm or tcg, not {o:?}"),
+                None if cfg.accelerator == Accelerator::Kvm => Accel::Kvm,
+                None => Accel::Tcg,
+            };
+            let argv = Qemu::render(&cfg, &root, &id, accel)?;
+            if json {
+                println!("{}", serde_json::to_string(&argv)?);
+            } else {
+                println!(
+                    "{}",
+                    argv.iter()
+                        .map(|a| shell_quote(a))
+                        .collect::<Vec<_>>()
+                        .join(" \\\n    ")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Create { config, id } => {
+            let cfg = load_config(&config)?;
+            let id = id.unwrap_or_else(new_id);
+            let mut q = Qemu::new(root, cfg);
+            q.create_vm(&id, CreateOptions::default()).await?;
+            println!("{id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Start { id, timeout } => {
+            let mut q = Qemu::attach(root, &id).await?;
+            let r = q.start_vm(Duration::from_secs(timeout)).await?;
+            tracing::info!(
+                spawn_ms = r.spawn_ms,
+                qmp_ready_ms = r.qmp_ready_ms,
+                "started"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Stop { id, force, grace } => stop(&root, &id, force, grace).await,
+        Cmd::Pause { id } => {
+            Qemu::attach(root, &id).await?.pause_vm().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Resume { id } => {
+            Qemu::attach(root, &id).await?.resume_vm().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status { id, json } => {
+            let st = Qemu::peek(&root, &id)?;
+            if json {
+                let v = json!({
+                    "id": st.id, "state": st.state.to_string(), "pid": st.pid,
+                    "uuid": st.uuid, "accelerator": st.accelerator,
+                    "dir": root.sandbox_dir(&id), "config": st.config.source,
+                });
+                println!("{v}");
+            } else {
+                println!("id:          {}", st.id);
+                println!("state:       {}", st.state);
+                println!(
+                    "pid:         {}",
+                    st.pid.map_or("-".into(), |p| p.to_string())
+                );
+                println!("accelerator: {}", st.accelerator.as_deref().unwrap_or("-"));
+                println!("dir:         {}", root.sandbox_dir(&id).display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::List { json } => {
+            let mut rows = Vec::new();
+            for id in root.list()? {
+                match Qemu::peek(&root, &id) {
+                    Ok(st) => {
+                        rows.push(json!({"id": id, "state": st.state.to_string(), "pid": st.pid}))
+                    }
+                    Err(e) => {
+                        rows.push(json!({"id": id, "state": "unknown", "error": e.to_string()}))
+                    }
+                }
+            }
+            if json {
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!("{:<40} {:<10} PID", "ID", "STATE");
+                for r in rows {
+                    println!(
+                        "{:<40} {:<10} {}",
+                        r["id"].as_str().unwrap_or("?"),
+                        r["state"].as_str().unwrap_or("?"),
+                        r["pid"].as_i64().map_or("-".into(), |p| p.to_string())
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Console {
+            id,
+            send,
+            expect,
+            timeout,
+        } => {
+            let st = Qemu::peek(&root, &id)?;
+            if st.state != VmState::Running && st.state != VmState::Paused {
+                bail!("sandbox {id} is {}; its console is not available", st.state);
+            }
+            let sock = runtime::qemu::console_socket(&root, &id);
+            match (send, expect) {
+                (None, None) => crate::console::interactive(&sock).await?,
+                (send, expect) => {
+                    let out = crate::console::send_expect(
+                        &sock,
+                        send.as_deref(),
+                        expect.as_deref(),
+                        Duration::from_secs(timeout),
+                    )
+                    .await?;
+                    print!("{out}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run {
+            config,
+            keep,
+            json,
+            id,
+            timeout,
+        } => run(&root, &config, keep, json, id, timeout).await,
+    }
+}
+
+async fn stop(root: &StateRoot, id: &str, force: bool, grace: u64) -> Result<ExitCode> {
+    match Qemu::attach(root.clone(), id).await {
+        Ok(mut q) => {
+            let mode = if force {
+                StopMode::Force
+            } else {
+                StopMode::Graceful(Duration::from_secs(grace))
+            };
+            q.stop_with(mode).await?;
+        }
+        Err(HypervisorError::State(StateError::NotFound { .. })) => {
+            // Idempotent: nothing to stop.
+        }
+        Err(HypervisorError::State(e @ StateError::Corrupt { .. })) if force => {
+            tracing::warn!("{e}; cleaning up by pid");
+            Qemu::force_cleanup(root, id).await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(
+    root: &StateRoot,
+    config: &Path,
+    keep: bool,
+    json: bool,
+    id: Option<String>,
+    timeout: u64,
+) -> Result<ExitCode> {
+    let cfg = load_config(config)?;
+    let id = id.unwrap_or_else(new_id);
+    let mut q = Qemu::new(root.clone(), cfg);
+    q.create_vm(&id, CreateOptions::default()).await?;
+    let t0 = Instant::now();
+    let started = q.start_vm(DEFAULT_START_TIMEOUT).await;
+    let report = match started {
+        Ok(r) => r,
+        Err(e) => return Err(e.into()),
+    };
+    let console = q.get_vm_console().await?;
+    let ready = crate::console::wait_ready(
+        &console.socket,
+        &console.log,
+        READY_LINE,
+        Duration::from_secs(timeout),
+    )
+    .await;
+    let guest_ready_ms = t0.elapsed().as_secs_f64() * 1e3;
+    if let Err(e) = ready {
+        let _ = q.stop_with(StopMode::Force).await;
+        return Err(e).context(format!("guest of sandbox {id} did not print {READY_LINE}"));
+    }
+    let mut stop_ms = None;
+    if !keep {
+        let t1 = Instant::now();
+        q.stop_with(StopMode::Graceful(Duration::from_secs(5)))
+            .await?;
+        stop_ms = Some(t1.elapsed().as_secs_f64() * 1e3);
+    }
+    if json {
+        let v = json!({
+            "id": id, "spawn_ms": round(report.spawn_ms), "qmp_ready_ms": round(report.qmp_ready_ms),
+            "guest_ready_ms": round(guest_ready_ms), "stop_ms": stop_ms.map(round), "kept": keep,
+        });
+        println!("{v}");
+    } else {
+        println!("sandbox {id}");
+        println!("  spawn        {:>9.1} ms", report.spawn_ms);
+        println!("  qmp ready    {:>9.1} ms", report.qmp_ready_ms);
+        println!("  guest ready  {guest_ready_ms:>9.1} ms");
+        match stop_ms {
+            Some(s) => println!("  stopped in   {s:>9.1} ms"),
+            None => println!("  kept running: sandvm console {id} / sandvm stop {id}"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn round(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}

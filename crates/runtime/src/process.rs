@@ -1,0 +1,116 @@
+//! Host processes: identity (pid + start time), exit waits on a pidfd, signals.
+//!
+//! A sandbox's QEMU usually outlives the process that started it, so a later
+//! process cannot `waitpid` it. It waits on a pidfd instead, which becomes
+//! readable when the process exits: an event, not a poll loop.
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+
+/// The start time of `pid` in clock ticks since boot (field 22 of /proc/PID/stat).
+pub fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `pid` is alive (not a zombie) and, when `ticks` is given, is the same process.
+pub fn alive(pid: i32, ticks: Option<u64>) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return false;
+    };
+    let mut fields = stat[close + 1..].split_whitespace();
+    if fields.next() == Some("Z") {
+        return false;
+    }
+    match ticks {
+        Some(t) => fields.nth(18).and_then(|f| f.parse::<u64>().ok()) == Some(t),
+        None => true,
+    }
+}
+
+/// Open a pidfd for `pid`. `None` if the process is gone.
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1;
+    // it touches no memory of ours.
+    #[allow(unsafe_code)]
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the syscall just returned this fd to us and nothing else owns it.
+    #[allow(unsafe_code)]
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Reap `pid` if it is our child and has exited; harmless otherwise.
+pub fn reap(pid: i32) {
+    let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+}
+
+/// Wait until `pid` exits, at most `timeout`. True when it has exited.
+pub async fn wait_exit(pid: i32, timeout: Duration) -> bool {
+    let Some(fd) = pidfd_open(pid) else {
+        return true;
+    };
+    // SAFETY: `fd` is an OwnedFd moved into the AsyncFd, so it stays open and
+    // is the same file description for the AsyncFd's whole life.
+    #[allow(unsafe_code)]
+    let registered = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
+    let Ok(afd) = registered else {
+        return !alive(pid, None);
+    };
+    let exited = tokio::time::timeout(timeout, afd.readable()).await.is_ok();
+    if exited {
+        reap(pid);
+    }
+    exited
+}
+
+/// Send `sig` to `pid`; a vanished process is not an error.
+pub fn signal(pid: i32, sig: Signal) {
+    let _ = kill(Pid::from_raw(pid), sig);
+}
+
+/// SIGTERM, wait, then SIGKILL and wait. True when the process is gone.
+pub async fn terminate(pid: i32, grace: Duration) -> bool {
+    signal(pid, Signal::SIGTERM);
+    if wait_exit(pid, grace).await {
+        return true;
+    }
+    signal(pid, Signal::SIGKILL);
+    wait_exit(pid, Duration::from_secs(10)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waits_for_exit_on_a_pidfd_and_kills() {
+        let mut child = tokio::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap() as i32;
+        let ticks = start_ticks(pid);
+        assert!(ticks.is_some());
+        assert!(alive(pid, ticks));
+        assert!(
+            !alive(pid, ticks.map(|t| t + 1)),
+            "a different start time is a different process"
+        );
+        assert!(!wait_exit(pid, Duration::from_millis(100)).await);
+        assert!(terminate(pid, Duration::from_secs(5)).await);
+        let _ = child.wait().await;
+        assert!(!alive(pid, ticks));
+    }
+}

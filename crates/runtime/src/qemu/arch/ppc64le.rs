@@ -1,0 +1,40 @@
+//! ppc64le: the pseries machine with Kata's cap options.
+
+use super::{Accel, ArchPolicy, strs, user_machine_options};
+use crate::config::HypervisorConfig;
+use qemu_config::{Machine, Transport};
+
+/// pseries caps Kata sets (spectre mitigations off for guests it controls).
+pub const CAPS: &[(&str, &str)] = &[
+    ("cfpc", "broken"),
+    ("sbbc", "broken"),
+    ("ibs", "broken"),
+    ("large-decr", "off"),
+    ("ccf-assist", "off"),
+];
+
+pub(super) fn policy(cfg: &HypervisorConfig, accel: Accel) -> ArchPolicy {
+    let mut machine = Machine::new(cfg.machine_type.clone()).with_accel(accel.as_str());
+    for (k, v) in CAPS {
+        machine = machine.cap(k, *v);
+    }
+    ArchPolicy {
+        machine: user_machine_options(machine, cfg),
+        cpu_model: (accel == Accel::Kvm).then(|| "host".to_string()),
+        transport: Transport::Pci,
+        root_bus: Some("pci.0"),
+        kernel_params: strs(&["rcupdate.rcu_expedited=1", "reboot=k", "cryptomgr.notests"]),
+        nvdimm_root_params: Some(strs(&[
+            "root=/dev/pmem0p1",
+            "rootflags=dax,data=ordered,errors=remount-ro",
+            "ro",
+        ])),
+        blk_root_params: strs(&["root=/dev/vda1", "ro"]),
+        console: "hvc0",
+        bridges: true,
+        rng: true,
+        default_bios: None,
+        maxmem_align_mib: 256,
+        globals: Vec::new(),
+    }
+}

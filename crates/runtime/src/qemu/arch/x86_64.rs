@@ -1,0 +1,76 @@
+//! x86_64: q35 (Kata's default) and microvm.
+
+use super::{Accel, ArchPolicy, strs, user_machine_options};
+use crate::config::HypervisorConfig;
+use qemu_config::{Machine, Transport};
+
+/// Kata's x86 kernel parameters.
+pub const KERNEL_PARAMS: &[&str] = &[
+    "tsc=reliable",
+    "no_timer_check",
+    "rcupdate.rcu_expedited=1",
+    "i8042.direct=1",
+    "i8042.dumbkbd=1",
+    "i8042.nopnp=1",
+    "i8042.noaux=1",
+    "noreplace-smp",
+    "reboot=k",
+    "cryptomgr.notests",
+    "net.ifnames=0",
+    "pci=lastbus=0",
+];
+
+/// microvm's firmware (Debian's qemu-system-data).
+pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
+
+pub(super) fn policy(cfg: &HypervisorConfig, accel: Accel) -> ArchPolicy {
+    let microvm = cfg.machine_type == "microvm";
+    let mut machine = Machine::new(cfg.machine_type.clone()).with_accel(accel.as_str());
+    let mut kernel_params = strs(KERNEL_PARAMS);
+    if microvm {
+        machine = machine
+            .x_option_roms(false)
+            .pit(false)
+            .pic(false)
+            .rtc(false)
+            .isa_serial(false);
+        // microvm has no PCI: drop the PCI-only parameter.
+        kernel_params.retain(|p| p != "pci=lastbus=0");
+    } else if cfg.iommu {
+        machine = machine.kernel_irqchip("split");
+        kernel_params.extend(strs(&["intel_iommu=on", "iommu=pt"]));
+    }
+    let mut globals = Vec::new();
+    if accel == Accel::Kvm && !microvm {
+        globals.push((
+            "kvm-pit".into(),
+            "lost_tick_policy".into(),
+            "discard".into(),
+        ));
+    }
+    ArchPolicy {
+        machine: user_machine_options(machine, cfg),
+        cpu_model: Some(if accel == Accel::Kvm { "host" } else { "max" }.to_string()),
+        transport: if microvm {
+            Transport::Mmio
+        } else {
+            Transport::Pci
+        },
+        root_bus: if microvm { None } else { Some("pcie.0") },
+        kernel_params,
+        nvdimm_root_params: (!microvm).then(|| {
+            strs(&[
+                "root=/dev/pmem0p1",
+                "rootflags=dax,data=ordered,errors=remount-ro",
+                "ro",
+            ])
+        }),
+        blk_root_params: strs(&["root=/dev/vda1", "ro"]),
+        console: "hvc0",
+        bridges: !microvm,
+        rng: true,
+        default_bios: microvm.then_some(QBOOT),
+        maxmem_align_mib: 1,
+        globals,
+    }
+}

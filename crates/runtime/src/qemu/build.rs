@@ -1,0 +1,401 @@
+//! From the checked config to a `qemu_config::Config` for one sandbox.
+//!
+//! Pure apart from what the caller measured (the image size); the runtime
+//! then renders it with `to_args()`.
+
+use super::arch::{self, Accel};
+use crate::config::{BlockDriver, HypervisorConfig, SharedFs};
+use crate::state::files;
+use qemu_config::*;
+use std::path::Path;
+
+/// fd number QEMU finds the pre-bound QMP listener on.
+pub const QMP_FD: i32 = 3;
+/// Chardev id of the QMP monitor.
+pub const QMP_ID: &str = "qmp";
+/// Chardev id of the console.
+pub const CONSOLE_CHARDEV: &str = "charconsole0";
+/// Id of the boot memory backend when memory is file-backed.
+pub const MEM_BACKEND_ID: &str = "dimm1";
+/// Id of the SCSI controller (Kata's).
+pub const SCSI_ID: &str = "scsi0";
+/// nvdimm alignment QEMU needs for the backing file, MiB.
+const NVDIMM_ALIGN_MIB: u64 = 2;
+
+/// What one sandbox's command line is made from.
+#[derive(Debug, Clone)]
+pub struct BuildInput<'a> {
+    /// The checked config.
+    pub cfg: &'a HypervisorConfig,
+    /// Sandbox id.
+    pub id: &'a str,
+    /// VM UUID.
+    pub uuid: &'a str,
+    /// Sandbox folder.
+    pub dir: &'a Path,
+    /// Accelerator decided for this start.
+    pub accel: Accel,
+    /// Size of the root image in bytes, when there is one.
+    pub image_size: Option<u64>,
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn round_up(v: u64, to: u64) -> u64 {
+    v.div_ceil(to) * to
+}
+
+/// Whether the image goes on nvdimm on this arch and config.
+pub fn image_on_nvdimm(cfg: &HypervisorConfig, policy: &arch::ArchPolicy) -> bool {
+    cfg.image.is_some() && !cfg.disable_image_nvdimm && policy.nvdimm_root_params.is_some()
+}
+
+/// The kernel command line: arch, console, root, generic, then the user's (last wins).
+pub fn kernel_params(cfg: &HypervisorConfig, policy: &arch::ArchPolicy) -> String {
+    let mut p: Vec<String> = policy.kernel_params.clone();
+    let console = if cfg.use_legacy_serial {
+        "ttyS0"
+    } else {
+        policy.console
+    };
+    p.push(format!("console={console}"));
+    p.push(if cfg.debug {
+        "debug".into()
+    } else {
+        "quiet".into()
+    });
+    if cfg.image.is_some() {
+        let root = if image_on_nvdimm(cfg, policy) {
+            policy.nvdimm_root_params.clone().unwrap_or_default()
+        } else {
+            policy.blk_root_params.clone()
+        };
+        p.extend(root);
+        p.push(format!("rootfstype={}", cfg.rootfs_type.as_str()));
+    }
+    p.push("panic=1".into());
+    p.push(format!("nr_cpus={}", cfg.max_vcpus));
+    p.extend(cfg.kernel_params.iter().cloned());
+    p.join(" ")
+}
+
+/// maxmem in MiB: default_maxmemory + memory_offset + the nvdimm reserve, aligned for the arch.
+pub fn max_memory_mib(inp: &BuildInput<'_>, policy: &arch::ArchPolicy) -> u64 {
+    let cfg = inp.cfg;
+    let nvdimm = if image_on_nvdimm(cfg, policy) {
+        round_up(
+            inp.image_size.unwrap_or(0).div_ceil(1 << 20),
+            NVDIMM_ALIGN_MIB,
+        )
+    } else {
+        0
+    };
+    let max = cfg.max_memory_mib + cfg.memory_offset_mib + nvdimm;
+    let a = policy.maxmem_align_mib.max(1);
+    (max / a * a).max(cfg.memory_mib)
+}
+
+/// Build the QEMU invocation for one sandbox.
+pub fn build(inp: &BuildInput<'_>) -> Config {
+    let cfg = inp.cfg;
+    let policy = arch::policy(cfg, inp.accel);
+    let t = policy.transport;
+    let nvdimm = image_on_nvdimm(cfg, &policy);
+    let mut machine = policy.machine.clone();
+    if nvdimm {
+        machine = machine.nvdimm(true);
+    }
+
+    let mut objects = Vec::new();
+    let mut devices = Vec::new();
+    let mut chardevs = Vec::new();
+    let mut globals: Vec<Global> = policy
+        .globals
+        .iter()
+        .map(|(d, p, v)| Global::new(d, p, v))
+        .collect();
+
+    // Boot memory: file-backed when virtio-fs, hugepages or a file backend need it.
+    let shared = cfg.shared_fs.kind != SharedFs::None;
+    let mem_path = if cfg.hugepages {
+        Some("/dev/hugepages".to_string())
+    } else if let Some(p) = &cfg.file_mem_backend {
+        Some(s(p))
+    } else if shared {
+        Some("/dev/shm".to_string())
+    } else {
+        None
+    };
+    if let Some(mem_path) = mem_path {
+        objects.push(Object::MemoryBackendFile {
+            id: MEM_BACKEND_ID.into(),
+            size_mib: cfg.memory_mib,
+            mem_path,
+            share: Some(true),
+            prealloc: cfg.mem_prealloc || cfg.hugepages,
+            readonly: None,
+            discard_data: None,
+            align: None,
+        });
+        machine = machine.memory_backend(MEM_BACKEND_ID);
+    } else if cfg.mem_prealloc {
+        objects.push(Object::MemoryBackendRam {
+            id: MEM_BACKEND_ID.into(),
+            size_mib: cfg.memory_mib,
+            share: None,
+            prealloc: true,
+        });
+        machine = machine.memory_backend(MEM_BACKEND_ID);
+    }
+
+    // PCI bridges, then root ports (Kata puts bridges first to get the first slots).
+    if let (true, Some(root)) = (policy.bridges, policy.root_bus) {
+        for i in 0..cfg.bridges {
+            devices.push(Device::PciBridge(PciBridge {
+                id: format!("pci-bridge-{i}"),
+                bus: Some(root.to_string()),
+                chassis_nr: i + 1,
+                shpc: true,
+                addr: Some(format!("{:x}", 2 + i)),
+            }));
+        }
+        if root == "pcie.0" {
+            for i in 0..cfg.pcie_root_ports {
+                devices.push(Device::PcieRootPort(PcieRootPort {
+                    id: format!("rp{i}"),
+                    bus: Some(root.to_string()),
+                    chassis: 10 + i,
+                    slot: i,
+                    mem_reserve: Some("4M".into()),
+                    pref64_reserve: Some("2M".into()),
+                    ..Default::default()
+                }));
+            }
+        }
+    }
+
+    // Console: a virtconsole on a socket with a log, or the legacy serial port.
+    chardevs.push(Chardev::Socket {
+        id: CONSOLE_CHARDEV.into(),
+        path: Some(s(&inp.dir.join(files::CONSOLE))),
+        fd: None,
+        server: true,
+        wait: false,
+        logfile: Some(s(&inp.dir.join(files::CONSOLE_LOG))),
+        logappend: None,
+    });
+    let mut serials = Vec::new();
+    if cfg.use_legacy_serial {
+        serials.push(Serial {
+            chardev: CONSOLE_CHARDEV.into(),
+        });
+    } else {
+        devices.push(Device::VirtioSerial(VirtioSerial {
+            transport: t,
+            id: "serial0".into(),
+            iommu_platform: cfg.iommu_platform,
+            ..Default::default()
+        }));
+        devices.push(Device::VirtConsole(VirtConsole {
+            id: "console0".into(),
+            chardev: CONSOLE_CHARDEV.into(),
+            name: None,
+        }));
+    }
+
+    // Root image on nvdimm.
+    if let (true, Some(image)) = (nvdimm, &cfg.image) {
+        let size_mib = round_up(
+            inp.image_size.unwrap_or(0).div_ceil(1 << 20),
+            NVDIMM_ALIGN_MIB,
+        );
+        objects.push(Object::MemoryBackendFile {
+            id: "mem0".into(),
+            size_mib,
+            mem_path: s(image),
+            share: Some(true),
+            prealloc: false,
+            readonly: Some(true),
+            discard_data: None,
+            align: None,
+        });
+        devices.push(Device::Nvdimm(Nvdimm {
+            id: "nv0".into(),
+            memdev: "mem0".into(),
+            unarmed: true,
+        }));
+    }
+
+    if cfg.iommu && t == Transport::Pci && cfg.guest_arch == crate::config::GuestArch::X86_64 {
+        devices.push(Device::IntelIommu(IntelIommu {
+            id: None,
+            intremap: true,
+            device_iotlb: true,
+            caching_mode: true,
+        }));
+    }
+
+    if cfg.guest_memory_dump_path.is_some() && cfg.guest_arch == crate::config::GuestArch::X86_64 {
+        devices.push(Device::Pvpanic(Pvpanic {
+            id: "pvpanic0".into(),
+            ioport: None,
+        }));
+    }
+
+    if policy.rng {
+        objects.push(Object::RngRandom {
+            id: "rng0".into(),
+            filename: s(&cfg.entropy_source),
+        });
+        devices.push(Device::VirtioRng(VirtioRng {
+            transport: t,
+            id: "rng0-dev".into(),
+            rng: "rng0".into(),
+            iommu_platform: cfg.iommu_platform,
+            ..Default::default()
+        }));
+    }
+
+    if cfg.block.driver == BlockDriver::VirtioScsi && t != Transport::Mmio {
+        let iothread = cfg.block.iothreads.then(|| "iothread-scsi0".to_string());
+        if let Some(id) = &iothread {
+            objects.push(Object::Iothread { id: id.clone() });
+        }
+        devices.push(Device::VirtioScsi(VirtioScsi {
+            transport: t,
+            id: SCSI_ID.into(),
+            iothread,
+            iommu_platform: cfg.iommu_platform,
+            ..Default::default()
+        }));
+    }
+
+    if cfg.reclaim_guest_freed_memory {
+        devices.push(Device::VirtioBalloon(VirtioBalloon {
+            transport: t,
+            id: "balloon0".into(),
+            free_page_reporting: true,
+            deflate_on_oom: true,
+            iommu_platform: cfg.iommu_platform,
+            ..Default::default()
+        }));
+    }
+
+    if cfg.iommu_platform {
+        globals.push(Global::new("virtio-pci", "iommu_platform", "on"));
+    }
+
+    let smp = Smp {
+        cpus: cfg.vcpus,
+        sockets: Some(cfg.max_vcpus),
+        dies: None,
+        cores: Some(1),
+        threads: Some(1),
+        maxcpus: Some(cfg.max_vcpus),
+    };
+    let memory = Memory {
+        size_mib: cfg.memory_mib,
+        slots: Some(cfg.memory_slots),
+        maxmem_mib: Some(max_memory_mib(inp, &policy)),
+    };
+
+    let mut pflash = Vec::new();
+    for (i, p) in cfg.pflashes.iter().enumerate() {
+        pflash.push(Pflash {
+            file: s(p),
+            readonly: i == 0,
+            unit: i as u32,
+        });
+    }
+    let bios = cfg
+        .firmware
+        .as_deref()
+        .map(s)
+        .or_else(|| policy.default_bios.map(String::from));
+
+    Config {
+        name: Some(format!("sandbox-{}", inp.id)),
+        uuid: Some(inp.uuid.to_string()),
+        machine,
+        cpu: policy.cpu_model.clone().map(|model| Cpu {
+            model,
+            features: cfg.cpu_features.clone(),
+        }),
+        smp,
+        memory,
+        numa: Vec::new(),
+        objects,
+        kernel: Some(Kernel {
+            path: s(&cfg.kernel),
+            initrd: cfg.initrd.as_deref().map(s),
+            append: Some(kernel_params(cfg, &policy)),
+        }),
+        bios,
+        pflash,
+        fw_cfg: Vec::new(),
+        knobs: Knobs {
+            no_user_config: true,
+            nodefaults: true,
+            nographic: true,
+            no_reboot: true,
+            ..Knobs::default()
+        },
+        rtc: (cfg.guest_arch == crate::config::GuestArch::X86_64
+            && !policy.machine.machine_type.eq("microvm"))
+        .then(Rtc::default),
+        globals,
+        pidfile: Some(s(&inp.dir.join(files::PIDFILE))),
+        sandbox: cfg
+            .seccomp_sandbox
+            .as_deref()
+            .and_then(|s| parse_sandbox(s).ok()),
+        incoming: None,
+        add_fds: Vec::new(),
+        qmp: vec![QmpMonitor {
+            id: QMP_ID.into(),
+            socket: QmpSocket::Fd(QMP_FD),
+        }],
+        chardevs,
+        serials,
+        netdevs: Vec::new(),
+        devices,
+        drives: Vec::new(),
+        tpmdevs: Vec::new(),
+        extra_args: Vec::new(),
+    }
+}
+
+/// Parse Kata's `seccompsandbox` string (`on,obsolete=deny,spawn=deny,...`).
+pub fn parse_sandbox(spec: &str) -> Result<Sandbox, String> {
+    let mut parts = spec.split(',');
+    if parts.next() != Some("on") {
+        return Err(format!("{spec:?} must start with \"on\""));
+    }
+    let mut sb = Sandbox {
+        obsolete: None,
+        elevate_privileges: None,
+        spawn: None,
+        resource_control: None,
+    };
+    for kv in parts {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("{kv:?} is not key=value"))?;
+        let action = match v {
+            "allow" => SandboxAction::Allow,
+            "deny" => SandboxAction::Deny,
+            "children" if k == "elevateprivileges" => SandboxAction::Children,
+            _ => return Err(format!("unknown action {v:?} for {k}")),
+        };
+        match k {
+            "obsolete" => sb.obsolete = Some(action),
+            "elevateprivileges" => sb.elevate_privileges = Some(action),
+            "spawn" => sb.spawn = Some(action),
+            "resourcecontrol" => sb.resource_control = Some(action),
+            _ => return Err(format!("unknown key {k:?}")),
+        }
+    }
+    Ok(sb)
+}

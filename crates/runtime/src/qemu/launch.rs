@@ -1,0 +1,131 @@
+//! Spawning QEMU with a pre-bound QMP listener, and waiting for QMP.
+//!
+//! The runtime binds `qmp.sock` itself and hands the listening fd to QEMU as
+//! fd 3 (`-chardev socket,fd=3,server=on`). It then connects at once: the
+//! connection waits in the listen backlog until QEMU accepts, so there is no
+//! polling for the socket to appear. QEMU's exit is watched on a pidfd at
+//! the same time, so a QEMU that dies while starting fails the start at once,
+//! with its stderr.
+
+use super::build::QMP_FD;
+use crate::hypervisor::{HypervisorError, Result};
+use crate::process;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+/// Bytes of QEMU's log kept in a start error.
+const STDERR_TAIL: usize = 4096;
+
+/// The tail of QEMU's log file.
+pub fn stderr_tail(log: &Path) -> String {
+    let Ok(bytes) = std::fs::read(log) else {
+        return String::new();
+    };
+    let start = bytes.len().saturating_sub(STDERR_TAIL);
+    String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
+
+/// Bind the QMP listener at `path` (removing a stale socket).
+pub fn bind_qmp(path: &Path) -> Result<UnixListener> {
+    let _ = std::fs::remove_file(path);
+    UnixListener::bind(path).map_err(HypervisorError::io(format!("bind {}", path.display())))
+}
+
+/// In the child, before exec: new session, the QMP listener on fd 3, and
+/// every other fd above 2 marked close-on-exec.
+fn child_setup(listener: RawFd) -> std::io::Result<()> {
+    nix::unistd::setsid().map_err(std::io::Error::from)?;
+    if listener == QMP_FD {
+        // dup2 onto itself keeps CLOEXEC: clear it instead.
+        nix::fcntl::fcntl(
+            listener,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .map_err(std::io::Error::from)?;
+    } else {
+        // SAFETY: dup2 on two fd numbers; async-signal-safe and touches no memory.
+        #[allow(unsafe_code)]
+        let r = unsafe { libc::dup2(listener, QMP_FD) };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on fds >= 4;
+    // async-signal-safe. Older kernels return ENOSYS/EINVAL and every fd we
+    // opened is already O_CLOEXEC, so a failure is harmless.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            (QMP_FD + 1) as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
+    Ok(())
+}
+
+/// Spawn QEMU detached (its own session), stdout and stderr to `log`.
+/// Returns the pid.
+pub fn spawn(qemu: &Path, args: &[String], listener: &UnixListener, log: &Path) -> Result<i32> {
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(HypervisorError::io(log.display()))?;
+    let errf = logf
+        .try_clone()
+        .map_err(HypervisorError::io(log.display()))?;
+    let fd = listener.as_raw_fd();
+    let mut cmd = std::process::Command::new(qemu);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(logf)
+        .stderr(errf);
+    // SAFETY: child_setup only makes async-signal-safe calls (setsid, fcntl,
+    // dup2, close_range) and allocates nothing.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || child_setup(fd));
+    }
+    let child = cmd.spawn().map_err(|e| HypervisorError::StartFailed {
+        reason: format!("cannot execute {}: {e}", qemu.display()),
+        stderr: String::new(),
+    })?;
+    // The child is waited for on a pidfd (by pid), here or in a later process.
+    Ok(child.id() as i32)
+}
+
+/// Connect to QMP and negotiate, racing QEMU's exit and a deadline.
+pub async fn wait_qmp(
+    pid: i32,
+    qmp_path: &Path,
+    log: &Path,
+    timeout: Duration,
+) -> Result<qmp::Client> {
+    let opts = qmp::ClientOptions {
+        handshake_timeout: timeout,
+        ..Default::default()
+    };
+    let connect = qmp::Client::connect_with(qmp_path, opts);
+    tokio::select! {
+        r = connect => r.map_err(|e| HypervisorError::StartFailed {
+            reason: format!("QMP handshake on {} failed: {e}", qmp_path.display()),
+            stderr: stderr_tail(log),
+        }),
+        _ = process::wait_exit(pid, timeout + Duration::from_secs(1)) => {
+            Err(HypervisorError::StartFailed {
+                reason: if process::alive(pid, None) {
+                    format!("QMP not ready after {timeout:?}")
+                } else {
+                    format!("QEMU (pid {pid}) exited before QMP was ready")
+                },
+                stderr: stderr_tail(log),
+            })
+        }
+    }
+}

@@ -1,0 +1,552 @@
+//! The QEMU backend of [`Hypervisor`].
+
+pub mod arch;
+pub mod build;
+mod launch;
+
+use crate::accel;
+use crate::config::HypervisorConfig;
+use crate::hypervisor::*;
+use crate::process;
+use crate::state::{STATE_VERSION, SandboxDir, SandboxState, StateRoot, VmState, files};
+use arch::Accel;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// How long `stop_vm` waits after `system_powerdown` before SIGTERM.
+pub const DEFAULT_POWERDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long SIGTERM is given before SIGKILL.
+pub const TERM_GRACE: Duration = Duration::from_secs(3);
+/// Timeout for QMP commands the runtime issues.
+pub const QMP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Timeout for reattaching to a running VM's QMP socket.
+pub const QMP_ATTACH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How to stop a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// `system_powerdown`, wait up to the grace, then SIGTERM, then SIGKILL.
+    Graceful(Duration),
+    /// SIGKILL at once.
+    Force,
+    /// Wait for QEMU to exit by itself (up to the grace), then kill.
+    WaitOnly(Duration),
+}
+
+/// A QEMU sandbox. Create it with [`Qemu::new`] (then `create_vm`) or
+/// reattach with [`Qemu::attach`].
+#[derive(Debug)]
+pub struct Qemu {
+    root: StateRoot,
+    config: HypervisorConfig,
+    dir: Option<SandboxDir>,
+    state: Option<SandboxState>,
+    qmp: Option<qmp::Client>,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Qemu {
+    /// A backend for a new sandbox under `root`.
+    pub fn new(root: StateRoot, config: HypervisorConfig) -> Qemu {
+        Qemu {
+            root,
+            config,
+            dir: None,
+            state: None,
+            qmp: None,
+        }
+    }
+
+    /// Reattach to an existing sandbox: lock its folder and load its state.
+    pub async fn attach(root: StateRoot, id: &str) -> Result<Qemu> {
+        let dir = root.open(id)?;
+        let state = dir.load()?;
+        Ok(Qemu {
+            root,
+            config: state.config.clone(),
+            dir: Some(dir),
+            state: Some(state),
+            qmp: None,
+        })
+    }
+
+    /// Read a sandbox's state without locking it (for status and list).
+    pub fn peek(root: &StateRoot, id: &str) -> Result<SandboxState> {
+        crate::state::validate_id(id)?;
+        let path = root.sandbox_dir(id);
+        if !path.is_dir() {
+            return Err(crate::state::StateError::NotFound {
+                id: id.into(),
+                root: root.path().display().to_string(),
+            }
+            .into());
+        }
+        let bytes = std::fs::read(path.join(files::STATE))
+            .map_err(HypervisorError::io(path.join(files::STATE).display()))?;
+        let mut st: SandboxState =
+            serde_json::from_slice(&bytes).map_err(|e| crate::state::StateError::Corrupt {
+                path: path.join(files::STATE).display().to_string(),
+                reason: e.to_string(),
+            })?;
+        if matches!(st.state, VmState::Running | VmState::Paused)
+            && !st
+                .pid
+                .is_some_and(|p| process::alive(p, st.pid_start_ticks))
+        {
+            st.state = VmState::Stopped;
+        }
+        Ok(st)
+    }
+
+    /// Kill whatever a sandbox left (by the pid in a state file, even a corrupt
+    /// one, or the pidfile) and remove its folder. For `stop --force` when the
+    /// state cannot be loaded.
+    pub async fn force_cleanup(root: &StateRoot, id: &str) -> Result<()> {
+        let dir = root.open(id)?;
+        if let Some(pid) = dir.salvage_pid() {
+            if process::alive(pid, None) && is_qemu(pid) {
+                process::signal(pid, nix::sys::signal::Signal::SIGKILL);
+                process::wait_exit(pid, TERM_GRACE).await;
+            }
+        }
+        dir.remove()?;
+        Ok(())
+    }
+
+    /// The sandbox id, once created or attached.
+    pub fn id(&self) -> Option<&str> {
+        self.dir.as_ref().map(|d| d.id())
+    }
+
+    /// The sandbox's state, once created or attached.
+    pub fn state(&self) -> Option<&SandboxState> {
+        self.state.as_ref()
+    }
+
+    /// The sandbox folder.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_ref().map(|d| d.path())
+    }
+
+    /// Render the argv (argv[0] is the QEMU binary) for `id` without starting anything.
+    pub fn render(
+        config: &HypervisorConfig,
+        root: &StateRoot,
+        id: &str,
+        accel: Accel,
+    ) -> Result<Vec<String>> {
+        crate::state::validate_id(id)?;
+        let dir = root.sandbox_dir(id);
+        let image_size = config
+            .image
+            .as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len());
+        let uuid = uuid::Uuid::nil().to_string();
+        let qc = build::build(&build::BuildInput {
+            cfg: config,
+            id,
+            uuid: &uuid,
+            dir: &dir,
+            accel,
+            image_size,
+        });
+        qc.validate()
+            .map_err(|e| HypervisorError::Host(format!("rendered QEMU config is invalid: {e}")))?;
+        let mut argv = vec![config.qemu_path.display().to_string()];
+        argv.extend(qc.to_args());
+        Ok(argv)
+    }
+
+    fn parts(&self, op: &'static str) -> Result<(&SandboxDir, &SandboxState)> {
+        match (&self.dir, &self.state) {
+            (Some(d), Some(s)) => Ok((d, s)),
+            _ => Err(HypervisorError::NoSandbox { op }),
+        }
+    }
+
+    fn save(&self) -> Result<()> {
+        let (dir, st) = self.parts("save state")?;
+        dir.save(st)?;
+        Ok(())
+    }
+
+    fn set_state(&mut self, s: VmState) -> Result<()> {
+        if let Some(st) = self.state.as_mut() {
+            st.state = s;
+        }
+        self.save()
+    }
+
+    fn wrong_state(&self, op: &'static str) -> HypervisorError {
+        match (&self.dir, &self.state) {
+            (Some(d), Some(s)) => HypervisorError::WrongState {
+                id: d.id().to_string(),
+                state: s.state,
+                op,
+            },
+            _ => HypervisorError::NoSandbox { op },
+        }
+    }
+
+    /// The live QMP connection, connecting to `qmp.sock` when needed.
+    pub async fn qmp(&mut self) -> Result<&qmp::Client> {
+        if self.qmp.as_ref().is_some_and(|c| c.is_closed()) {
+            self.qmp = None;
+        }
+        if self.qmp.is_none() {
+            let (dir, _) = self.parts("connect to QMP")?;
+            let path = dir.file(files::QMP);
+            let opts = qmp::ClientOptions {
+                handshake_timeout: QMP_ATTACH_TIMEOUT,
+                command_timeout: Some(QMP_TIMEOUT),
+                ..Default::default()
+            };
+            let c = qmp::Client::connect_with(&path, opts)
+                .await
+                .map_err(HypervisorError::qmp("connect"))?;
+            self.qmp = Some(c);
+        }
+        self.qmp.as_ref().ok_or(HypervisorError::NoSandbox {
+            op: "connect to QMP",
+        })
+    }
+
+    fn live_pid(&self) -> Option<i32> {
+        let st = self.state.as_ref()?;
+        st.pid.filter(|p| process::alive(*p, st.pid_start_ticks))
+    }
+
+    /// Stop with an explicit mode. Idempotent: a stopped or vanished sandbox
+    /// is cleaned up and `Ok`.
+    pub async fn stop_with(&mut self, mode: StopMode) -> Result<()> {
+        if self.dir.is_none() {
+            return Ok(());
+        }
+        if let Some(pid) = self.live_pid() {
+            let t0 = Instant::now();
+            let exited = match mode {
+                StopMode::Force => false,
+                StopMode::WaitOnly(grace) => process::wait_exit(pid, grace).await,
+                StopMode::Graceful(grace) => {
+                    let asked = match self.qmp().await {
+                        Ok(c) => c
+                            .execute_with_timeout("system_powerdown", None, QMP_TIMEOUT)
+                            .await
+                            .map_err(|e| warn!(error = %e, "system_powerdown failed"))
+                            .is_ok(),
+                        Err(e) => {
+                            warn!(error = %e, "no QMP for a graceful stop");
+                            false
+                        }
+                    };
+                    asked && process::wait_exit(pid, grace).await
+                }
+            };
+            self.qmp = None;
+            if !exited {
+                let gone = if mode == StopMode::Force {
+                    process::signal(pid, nix::sys::signal::Signal::SIGKILL);
+                    process::wait_exit(pid, TERM_GRACE).await
+                } else {
+                    process::terminate(pid, TERM_GRACE).await
+                };
+                if !gone {
+                    return Err(HypervisorError::Host(format!(
+                        "QEMU pid {pid} survived SIGKILL"
+                    )));
+                }
+            }
+            info!(pid, ms = t0.elapsed().as_millis() as u64, "QEMU stopped");
+        }
+        self.qmp = None;
+        self.state = None;
+        if let Some(dir) = self.dir.take() {
+            dir.remove()?;
+        }
+        Ok(())
+    }
+
+    async fn start_inner(&mut self, timeout: Duration) -> Result<StartReport> {
+        let t0 = Instant::now();
+        let (dir, st) = self.parts("start")?;
+        let id = dir.id().to_string();
+        let cfg = st.config.clone();
+        let decision = accel::decide(
+            cfg.accelerator,
+            cfg.guest_arch,
+            &cfg.qemu_path,
+            self.root.path(),
+        )
+        .await
+        .map_err(HypervisorError::Host)?;
+        let image_size = match &cfg.image {
+            Some(p) => Some(
+                std::fs::metadata(p)
+                    .map_err(HypervisorError::io(p.display()))?
+                    .len(),
+            ),
+            None => None,
+        };
+        let qc = build::build(&build::BuildInput {
+            cfg: &cfg,
+            id: &id,
+            uuid: &st.uuid,
+            dir: dir.path(),
+            accel: decision.accel,
+            image_size,
+        });
+        qc.validate()
+            .map_err(|e| HypervisorError::Host(format!("rendered QEMU config is invalid: {e}")))?;
+        let args = qc.to_args();
+        let qmp_path = dir.file(files::QMP);
+        let log = dir.file(files::QEMU_LOG);
+        let listener = launch::bind_qmp(&qmp_path)?;
+        let pid = launch::spawn(&cfg.qemu_path, &args, &listener, &log)?;
+        drop(listener);
+        let spawn_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let ticks = process::start_ticks(pid);
+        {
+            let st = self
+                .state
+                .as_mut()
+                .ok_or(HypervisorError::NoSandbox { op: "start" })?;
+            st.pid = Some(pid);
+            st.pid_start_ticks = ticks;
+            st.accelerator = Some(decision.accel.as_str().to_string());
+            let mut argv = vec![cfg.qemu_path.display().to_string()];
+            argv.extend(args);
+            st.argv = argv;
+        }
+        // Persist the pid before waiting, so a crash of this process leaves a
+        // state that `stop` can clean up.
+        self.save()?;
+        let client = launch::wait_qmp(pid, &qmp_path, &log, timeout).await?;
+        let qmp_ready_ms = t0.elapsed().as_secs_f64() * 1e3;
+        self.qmp = Some(client);
+        self.set_state(VmState::Running)?;
+        info!(id, pid, accel = decision.accel.as_str(), reason = %decision.reason, qmp_ready_ms, "sandbox started");
+        Ok(StartReport {
+            spawn_ms,
+            qmp_ready_ms,
+        })
+    }
+}
+
+/// Whether `pid` runs a QEMU binary (guards kills by salvaged pids).
+fn is_qemu(pid: i32) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("qemu"))
+        })
+        .unwrap_or(false)
+}
+
+impl Hypervisor for Qemu {
+    async fn create_vm(&mut self, id: &str, _opts: CreateOptions) -> Result<()> {
+        if self.dir.is_some() {
+            return Err(self.wrong_state("create"));
+        }
+        self.config.check_assets()?;
+        let dir = self.root.create(id)?;
+        let state = SandboxState {
+            version: STATE_VERSION,
+            id: id.to_string(),
+            uuid: uuid::Uuid::new_v4().to_string(),
+            state: VmState::Created,
+            pid: None,
+            pid_start_ticks: None,
+            accelerator: None,
+            argv: Vec::new(),
+            config: self.config.clone(),
+            created_unix: unix_now(),
+        };
+        if let Err(e) = dir.save(&state) {
+            let _ = dir.remove();
+            return Err(e.into());
+        }
+        self.dir = Some(dir);
+        self.state = Some(state);
+        Ok(())
+    }
+
+    async fn start_vm(&mut self, timeout: Duration) -> Result<StartReport> {
+        match self.state.as_ref().map(|s| s.state) {
+            Some(VmState::Created) => {}
+            Some(_) => return Err(self.wrong_state("start")),
+            None => return Err(HypervisorError::NoSandbox { op: "start" }),
+        }
+        match self.start_inner(timeout).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                // Leave nothing behind: kill QEMU if it runs, remove the folder.
+                if let Err(c) = self.stop_with(StopMode::Force).await {
+                    warn!(error = %c, "cleanup after a failed start");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn stop_vm(&mut self, wait_only: bool) -> Result<()> {
+        let mode = if wait_only {
+            StopMode::WaitOnly(DEFAULT_POWERDOWN_GRACE)
+        } else {
+            StopMode::Graceful(DEFAULT_POWERDOWN_GRACE)
+        };
+        self.stop_with(mode).await
+    }
+
+    async fn pause_vm(&mut self) -> Result<()> {
+        if self.state.as_ref().map(|s| s.state) != Some(VmState::Running) {
+            return Err(self.wrong_state("pause"));
+        }
+        self.qmp()
+            .await?
+            .stop()
+            .await
+            .map_err(HypervisorError::qmp("stop"))?;
+        self.set_state(VmState::Paused)
+    }
+
+    async fn resume_vm(&mut self) -> Result<()> {
+        if self.state.as_ref().map(|s| s.state) != Some(VmState::Paused) {
+            return Err(self.wrong_state("resume"));
+        }
+        self.qmp()
+            .await?
+            .cont()
+            .await
+            .map_err(HypervisorError::qmp("cont"))?;
+        self.set_state(VmState::Running)
+    }
+
+    async fn save_vm(&mut self) -> Result<()> {
+        Err(HypervisorError::NotSupported {
+            op: "save_vm",
+            backend: "qemu",
+        })
+    }
+
+    async fn add_device(&mut self, _dev: DeviceSpec) -> Result<()> {
+        Err(HypervisorError::NotSupported {
+            op: "add_device",
+            backend: "qemu",
+        })
+    }
+
+    async fn hotplug_add_device(&mut self, _dev: DeviceSpec) -> Result<()> {
+        Err(HypervisorError::NotSupported {
+            op: "hotplug_add_device",
+            backend: "qemu",
+        })
+    }
+
+    async fn hotplug_remove_device(&mut self, _id: &str) -> Result<()> {
+        Err(HypervisorError::NotSupported {
+            op: "hotplug_remove_device",
+            backend: "qemu",
+        })
+    }
+
+    async fn resize_memory(&mut self, _mib: u64) -> Result<u64> {
+        Err(HypervisorError::NotSupported {
+            op: "resize_memory",
+            backend: "qemu",
+        })
+    }
+
+    async fn resize_vcpus(&mut self, _n: u32) -> Result<(u32, u32)> {
+        Err(HypervisorError::NotSupported {
+            op: "resize_vcpus",
+            backend: "qemu",
+        })
+    }
+
+    async fn get_vm_console(&self) -> Result<ConsoleInfo> {
+        let (dir, _) = self.parts("get the console")?;
+        Ok(ConsoleInfo {
+            socket: dir.file(files::CONSOLE),
+            log: dir.file(files::CONSOLE_LOG),
+        })
+    }
+
+    async fn disconnect(&mut self) {
+        self.qmp = None;
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            block_hotplug: false,
+            multi_queue: true,
+            fs_sharing: self.config.shared_fs.kind != crate::config::SharedFs::None,
+        }
+    }
+
+    fn hypervisor_config(&self) -> &HypervisorConfig {
+        &self.config
+    }
+
+    async fn get_thread_ids(&mut self) -> Result<ThreadIds> {
+        let cpus = self
+            .qmp()
+            .await?
+            .query_cpus_fast()
+            .await
+            .map_err(HypervisorError::qmp("query-cpus-fast"))?;
+        Ok(ThreadIds {
+            vcpus: cpus
+                .iter()
+                .map(|c| (c.cpu_index as u32, c.thread_id as i32))
+                .collect(),
+        })
+    }
+
+    fn get_pids(&self) -> Vec<i32> {
+        self.live_pid().into_iter().collect()
+    }
+
+    async fn check(&mut self) -> Result<()> {
+        self.qmp()
+            .await?
+            .query_status()
+            .await
+            .map_err(HypervisorError::qmp("query-status"))?;
+        Ok(())
+    }
+
+    async fn cleanup(&mut self) -> Result<()> {
+        self.stop_with(StopMode::Force).await
+    }
+
+    fn save_state(&self) -> Result<SandboxState> {
+        self.state
+            .clone()
+            .ok_or(HypervisorError::NoSandbox { op: "save state" })
+    }
+
+    async fn load_state(&mut self, state: SandboxState) -> Result<()> {
+        if self.dir.is_none() {
+            self.dir = Some(self.root.open(&state.id)?);
+        }
+        self.config = state.config.clone();
+        self.state = Some(state);
+        self.qmp = None;
+        Ok(())
+    }
+}
+
+/// Default start timeout for `start_vm` callers that have none.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Path helper for the CLI: the console socket of a sandbox.
+pub fn console_socket(root: &StateRoot, id: &str) -> PathBuf {
+    root.sandbox_dir(id).join(files::CONSOLE)
+}
