@@ -1,1 +1,258 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for the end-to-end tests: locating QEMU, the guest and the
+//! `sandvm` binary (a missing one fails with a message that says `make setup`
+//! or `make guest`), a private state root per test, configs with absolute
+//! paths, and the one leak check every test ends with.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The QEMU binary for an arch, or a failure that says `make setup`.
+pub fn qemu(bin: &str) -> PathBuf {
+    let p = PathBuf::from("/usr/bin").join(bin);
+    assert!(p.exists(), "{} is missing: run `make setup`", p.display());
+    p
+}
+
+/// The test guest's assets, or a failure that says `make guest`.
+pub struct Guest {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub rootfs: PathBuf,
+}
+
+pub fn guest() -> Guest {
+    let dir = repo().join("build/guest");
+    let g = Guest {
+        kernel: dir.join("vmlinuz"),
+        initrd: dir.join("initramfs.cpio.gz"),
+        rootfs: dir.join("rootfs-dax.img"),
+    };
+    for p in [&g.kernel, &g.initrd, &g.rootfs] {
+        assert!(
+            p.exists(),
+            "{} is missing: run `make setup` and `make guest`",
+            p.display()
+        );
+    }
+    g
+}
+
+/// The `sandvm` binary built with these tests (same profile).
+pub fn sandvm_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>/sandvm
+    let p = exe.parent().and_then(Path::parent).unwrap().join("sandvm");
+    assert!(
+        p.exists(),
+        "{} is missing: run `make build` (make test builds it)",
+        p.display()
+    );
+    p
+}
+
+/// A private state root under /tmp (short, so socket paths fit), removed on drop
+/// after killing anything of this test that still runs.
+pub struct Env {
+    pub root: PathBuf,
+}
+
+impl Env {
+    pub fn new(tag: &str) -> Env {
+        let root = PathBuf::from(format!("/tmp/svt-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        Env { root }
+    }
+
+    /// Run `sandvm --state-dir <root> ARGS`.
+    pub fn sandvm(&self, args: &[&str]) -> Output {
+        Command::new(sandvm_bin())
+            .arg("--state-dir")
+            .arg(&self.root)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Run and require success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.sandvm(args);
+        assert!(
+            out.status.success(),
+            "sandvm {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run a shell command in a sandbox's guest through `sandvm console` and
+    /// return its output. Markers computed by the guest's shell frame the output,
+    /// so an echo of the command line itself can never be taken for it.
+    pub fn guest(&self, id: &str, cmd: &str) -> String {
+        let n = 1000 + (std::process::id() % 1000);
+        let send = format!("echo B-$(({n}+1))-; {cmd}; echo E-$(({n}+2))-");
+        let (b, e) = (format!("B-{}-", n + 1), format!("E-{}-", n + 2));
+        let pattern = format!("(?s){b}.*{e}");
+        let out = self.ok(&[
+            "console",
+            id,
+            "--send",
+            &send,
+            "--expect",
+            &pattern,
+            "--timeout",
+            "60",
+        ]);
+        let start = out.find(&b).map(|i| i + b.len()).unwrap();
+        let end = out[start..].find(&e).map(|i| i + start).unwrap();
+        out[start..end].replace('\r', "").trim().to_string()
+    }
+
+    /// Write a config file into the root; `extra` lines are appended to [hypervisor.qemu].
+    pub fn config(&self, name: &str, extra: &str) -> PathBuf {
+        let g = guest();
+        let body = format!(
+            "[hypervisor.qemu]\npath = \"{}\"\nkernel = \"{}\"\ninitrd = \"{}\"\n\
+             default_vcpus = 1\ndefault_maxvcpus = 2\ndefault_memory = 256\ndefault_maxmemory = 1024\n\
+             shared_fs = \"none\"\nblock_device_aio = \"threads\"\naccelerator = \"tcg\"\n{extra}\n",
+            qemu("qemu-system-x86_64").display(),
+            g.kernel.display(),
+            g.initrd.display(),
+        );
+        let p = self.root.join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    /// The sandbox folders left under the root.
+    pub fn sandboxes(&self) -> Vec<String> {
+        std::fs::read_dir(&self.root)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The leak check: no process whose command line mentions this root, no
+    /// sandbox folder and no socket under it.
+    pub fn assert_clean(&self) {
+        let procs = processes_mentioning(&self.root);
+        assert!(procs.is_empty(), "processes left behind: {procs:?}");
+        assert!(
+            self.sandboxes().is_empty(),
+            "state folders left: {:?}",
+            self.sandboxes()
+        );
+        let sockets: Vec<_> = walk(&self.root)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "sock"))
+            .collect();
+        assert!(sockets.is_empty(), "sockets left: {sockets:?}");
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for (pid, _) in processes_mentioning(&self.root) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Live (non-zombie) processes whose command line contains `needle`.
+pub fn processes_mentioning(needle: &Path) -> Vec<(i32, String)> {
+    let needle = needle.to_string_lossy().into_owned();
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+            .unwrap_or(true);
+        if cmd.contains(&needle) && !zombie {
+            out.push((pid, cmd));
+        }
+    }
+    out
+}
+
+/// Open fds of this process and what each points to (for leak checks).
+pub fn open_fds() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    let target = std::fs::read_link(e.path())
+                        .map(|t| t.display().to_string())
+                        .unwrap_or_default();
+                    format!("{} -> {target}", e.file_name().to_string_lossy())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Parse a JSON stdout.
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// Wait until `f` holds, checking on each tick, at most `timeout`.
+/// For conditions that have no event to wait on (another process's state).
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}

@@ -162,10 +162,10 @@ pub async fn decide(
             if let Some(c) = std::fs::read(&cache)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Cache>(&b).ok())
+                && c.boot_id == boot
+                && c.qemu == key
             {
-                if c.boot_id == boot && c.qemu == key {
-                    return Ok(c.decision);
-                }
+                return Ok(c.decision);
             }
             let decision = match probe_kvm(qemu, cache_dir).await {
                 Ok(()) => Decision {

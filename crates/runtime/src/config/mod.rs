@@ -182,6 +182,45 @@ fn locate(text: &str, span: Option<std::ops::Range<usize>>) -> (usize, String) {
 }
 
 impl HypervisorConfig {
+    /// Refuse keys whose feature this build does not implement yet, naming the
+    /// key, so that no feature in a config is silently ignored.
+    pub fn check_supported(&self) -> Result<(), ConfigError> {
+        let file = self.source.display().to_string();
+        let no = |key: &str, reason: &str| {
+            Err(ConfigError::Invalid {
+                file: file.clone(),
+                key: format!("hypervisor.qemu.{key}"),
+                reason: format!("{reason} is not supported by sandvm yet"),
+            })
+        };
+        if self.shared_fs.kind != SharedFs::None {
+            return no(
+                "shared_fs",
+                "a shared filesystem (virtio-fs; set shared_fs = \"none\")",
+            );
+        }
+        if self.virtio_mem {
+            return no("enable_virtio_mem", "virtio-mem memory hotplug");
+        }
+        if self.rootless {
+            return no("rootless", "rootless QEMU");
+        }
+        if self.hot_plug_vfio != VfioPort::NoPort {
+            return no("hot_plug_vfio", "VFIO hotplug");
+        }
+        if self.cold_plug_vfio != VfioPort::NoPort {
+            return no("cold_plug_vfio", "VFIO cold plug");
+        }
+        if self.factory.enable_template {
+            return Err(ConfigError::Invalid {
+                file,
+                key: "factory.enable_template".into(),
+                reason: "VM templating is not supported by sandvm yet".into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Check that every asset the config names exists (QEMU, kernel, initrd,
     /// image, firmware, pflashes, the daemon). Run before a VM is created.
     pub fn check_assets(&self) -> Result<(), ConfigError> {

@@ -261,3 +261,42 @@ internetworking_model = "tcfilter"
         );
     }
 }
+
+#[test]
+fn features_not_built_yet_are_refused_by_key() {
+    let c = parse(&minimal("")).unwrap().config;
+    let e = c.check_supported().unwrap_err();
+    assert!(e.to_string().contains("hypervisor.qemu.shared_fs"), "{e}");
+    for (body, key) in [
+        (
+            "shared_fs = \"none\"\nenable_virtio_mem = true",
+            "hypervisor.qemu.enable_virtio_mem",
+        ),
+        (
+            "shared_fs = \"none\"\nrootless = true",
+            "hypervisor.qemu.rootless",
+        ),
+        (
+            "shared_fs = \"none\"\nhot_plug_vfio = \"root-port\"",
+            "hypervisor.qemu.hot_plug_vfio",
+        ),
+        (
+            "shared_fs = \"none\"\n[factory]\nenable_template = true",
+            "factory.enable_template",
+        ),
+    ] {
+        let e = parse(&minimal(body))
+            .unwrap()
+            .config
+            .check_supported()
+            .unwrap_err();
+        assert!(e.to_string().contains(key), "{body}: {e}");
+    }
+    assert!(
+        parse(&minimal("shared_fs = \"none\""))
+            .unwrap()
+            .config
+            .check_supported()
+            .is_ok()
+    );
+}

@@ -109,11 +109,12 @@ impl Qemu {
     /// state cannot be loaded.
     pub async fn force_cleanup(root: &StateRoot, id: &str) -> Result<()> {
         let dir = root.open(id)?;
-        if let Some(pid) = dir.salvage_pid() {
-            if process::alive(pid, None) && is_qemu(pid) {
-                process::signal(pid, nix::sys::signal::Signal::SIGKILL);
-                process::wait_exit(pid, TERM_GRACE).await;
-            }
+        if let Some(pid) = dir.salvage_pid()
+            && process::alive(pid, None)
+            && is_qemu(pid)
+        {
+            process::signal(pid, nix::sys::signal::Signal::SIGKILL);
+            process::wait_exit(pid, TERM_GRACE).await;
         }
         dir.remove()?;
         Ok(())
@@ -354,6 +355,7 @@ impl Hypervisor for Qemu {
         if self.dir.is_some() {
             return Err(self.wrong_state("create"));
         }
+        self.config.check_supported()?;
         self.config.check_assets()?;
         let dir = self.root.create(id)?;
         let state = SandboxState {

@@ -1,0 +1,340 @@
+#!/usr/bin/env bash
+# Build the sandvm test guest from Debian packages (see docs/guest.md).
+#
+#   bash scripts/build-guest.sh        # what `make guest` runs
+#   FORCE=1 bash scripts/build-guest.sh   # rebuild even when up to date
+#
+# Outputs, all in build/guest/ (git-ignored):
+#   vmlinuz              the Debian cloud kernel (linux-image-cloud-amd64)
+#   kernel-version       its version string (uname -r of the guest)
+#   initramfs.cpio.gz    busybox + modules + guest/init as /init
+#   rootfs.ext4          plain ext4 root image (same init): nvdimm without DAX,
+#                        virtio-blk, virtio-pmem
+#   rootfs-dax.img       the same ext4 in Kata's nvdimm layout (MBR, NVDIMM PFN
+#                        info block, second MBR, partition): on a QEMU nvdimm the
+#                        guest sees an fsdax /dev/pmem0 whose /dev/pmem0p1 is the
+#                        ext4, and `-o dax` works (root=/dev/pmem0p1)
+#   manifest             sizes and sha256 of the above, written last
+#
+# Environment:
+#   FORCE=1          rebuild even when the outputs are newer than the inputs
+#   KERNEL_PKG=...   kernel package to resolve (default linux-image-cloud-amd64);
+#                    a meta package is followed to the versioned image package
+#   ROOTFS_MIB=64    size of rootfs.ext4 in MiB (rounded up to a multiple of 2)
+#
+# Idempotent: when every output exists and is newer than this script and every
+# file under guest/, it exits at once. Every output is built in a temp dir and
+# renamed into place, so an interrupted build never leaves a half-made asset.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+GUEST_SRC=$ROOT/guest
+OUT=$ROOT/build/guest
+CACHE=$OUT/cache
+KERNEL_PKG=${KERNEL_PKG:-linux-image-cloud-amd64}
+ROOTFS_MIB=${ROOTFS_MIB:-64}
+OUTPUTS=(vmlinuz kernel-version initramfs.cpio.gz rootfs.ext4 rootfs-dax.img manifest)
+
+log() { echo "build-guest: $*" >&2; }
+die() { echo "build-guest: error: $*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- up to date?
+up_to_date() {
+  [ "${FORCE:-0}" = 1 ] && return 1
+  local o newest_in
+  # newest input: this script and everything under guest/
+  newest_in=$(find "$ROOT/scripts/build-guest.sh" "$GUEST_SRC" -type f -printf '%T@\n' | sort -n | tail -1)
+  for o in "${OUTPUTS[@]}"; do
+    [ -s "$OUT/$o" ] || return 1
+    # strictly newer than the newest input
+    awk -v a="$(stat -c %.9Y "$OUT/$o")" -v b="$newest_in" 'BEGIN{exit !(a>b)}' || return 1
+  done
+  return 0
+}
+
+if up_to_date; then
+  # drop leftovers of a killed build, unless a build is running right now
+  if compgen -G "$OUT/.tmp.*" >/dev/null; then
+    ( flock -n 9 && rm -rf "$OUT"/.tmp.* ) 9>"$OUT/.lock" || true
+  fi
+  log "up to date ($OUT); FORCE=1 to rebuild"
+  exit 0
+fi
+
+# ---------------------------------------------------------------- tools
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+for t in apt-get apt-cache dpkg-deb depmod cpio gzip mkfs.ext4 flock awk find; do
+  command -v "$t" >/dev/null 2>&1 || die "missing tool '$t' (run 'make setup')"
+done
+[ -f "$GUEST_SRC/init" ] || die "missing $GUEST_SRC/init"
+[ -f "$GUEST_SRC/modules" ] || die "missing $GUEST_SRC/modules"
+
+mkdir -p "$OUT" "$CACHE"
+# One build at a time (tests may run `make guest` in parallel).
+exec 9>"$OUT/.lock"
+flock 9
+if up_to_date; then log "up to date (built by a concurrent run)"; exit 0; fi
+
+# leftovers of a killed build (we hold the lock, so none is in use)
+rm -rf "$OUT"/.tmp.*
+TMP=$(mktemp -d "$OUT/.tmp.XXXXXX")
+chmod 0755 "$TMP"  # let apt's _apt user write downloads into it
+trap 'rm -rf "$TMP"' EXIT
+
+# ---------------------------------------------------------------- packages
+apt_lists_empty() {
+  ! ls /var/lib/apt/lists/ 2>/dev/null | grep -q '_Packages'
+}
+if apt_lists_empty; then
+  log "apt lists are empty: apt-get update"
+  $SUDO apt-get update -q >&2
+fi
+
+# download PKG into CACHE (if not there yet) and print the .deb path
+fetch_deb() {
+  local pkg=$1 ver deb
+  ver=$(apt-cache policy "$pkg" | awk '/Candidate:/{print $2}')
+  [ -n "$ver" ] && [ "$ver" != "(none)" ] || die "package $pkg has no install candidate (apt-get update?)"
+  # apt-get download names files pkg_ver_arch.deb with ':' escaped as %3a
+  deb=$(ls "$CACHE/${pkg}_${ver//:/%3a}_"*.deb 2>/dev/null | head -1 || true)
+  if [ -z "$deb" ]; then
+    log "downloading $pkg $ver"
+    # _apt cannot write into a root-owned dir; download in a world-writable scratch dir
+    local dl
+    dl=$(mktemp -d "$TMP/dl.XXXXXX")
+    chmod 0777 "$dl"
+    (cd "$dl" && apt-get download -q "$pkg=$ver" >&2) || die "apt-get download $pkg=$ver failed"
+    mv "$dl"/*.deb "$CACHE/"
+    deb=$(ls "$CACHE/${pkg}_${ver//:/%3a}_"*.deb | head -1)
+  fi
+  echo "$deb"
+}
+
+meta_deb=$(fetch_deb "$KERNEL_PKG")
+kpkg=$KERNEL_PKG
+# Follow a meta package (linux-image-cloud-amd64) to its versioned image package.
+if ! dpkg-deb -c "$meta_deb" | grep -q '/boot/vmlinuz-'; then
+  kpkg=$(dpkg-deb -f "$meta_deb" Depends | tr ',' '\n' | sed 's/[( ].*//;s/^ *//' | grep -E '^linux-image-[0-9]' | head -1 || true)
+  [ -n "$kpkg" ] || die "$KERNEL_PKG: no linux-image-<version> in Depends"
+  kdeb=$(fetch_deb "$kpkg")
+else
+  kdeb=$meta_deb
+fi
+bbdeb=$(fetch_deb busybox-static)
+log "kernel package: $(basename "$kdeb")"
+log "busybox package: $(basename "$bbdeb")"
+
+# ---------------------------------------------------------------- extract
+KX=$TMP/kernel
+BX=$TMP/busybox
+dpkg-deb -x "$kdeb" "$KX"
+dpkg-deb -x "$bbdeb" "$BX"
+KVER=$(ls "$KX/lib/modules" | head -1)
+[ -n "$KVER" ] && [ -f "$KX/boot/vmlinuz-$KVER" ] || die "no vmlinuz/modules in $(basename "$kdeb")"
+KMOD=$KX/lib/modules/$KVER
+KCONFIG=$KX/boot/config-$KVER
+BUSYBOX=$BX/bin/busybox
+[ -x "$BUSYBOX" ] || die "no bin/busybox in $(basename "$bbdeb")"
+
+# The package ships no modules.dep (its postinst runs depmod): make one.
+if [ ! -f "$KMOD/modules.dep" ]; then
+  depmod -b "$KX" "$KVER"
+fi
+
+# ---------------------------------------------------------------- modules
+# name normalisation: '-' and '_' are the same in module names
+norm() { echo "${1//-/_}"; }
+declare -A DEP_PATH=() DEPS=() BUILTIN=()
+while IFS= read -r line; do
+  p=${line%%:*}
+  n=$(basename "$p"); n=${n%%.ko*}; n=$(norm "$n")
+  DEP_PATH[$n]=$p
+  DEPS[$n]=${line#*:}
+done < "$KMOD/modules.dep"
+while IFS= read -r p; do
+  n=$(basename "$p"); n=${n%%.ko*}; BUILTIN[$(norm "$n")]=1
+done < "$KMOD/modules.builtin"
+
+declare -A SEEN=()
+ORDER=()        # module names in load order (dependencies first)
+BUILTIN_LIST=() # requested but built into the kernel
+MISSING_LIST=() # requested but neither built in nor shipped
+visit() {       # depth-first: dependencies, then the module itself
+  local n=$1 d dn
+  [ -n "${SEEN[$n]:-}" ] && return 0
+  SEEN[$n]=1
+  for d in ${DEPS[$n]}; do
+    dn=$(basename "$d"); dn=$(norm "${dn%%.ko*}")
+    visit "$dn"
+  done
+  ORDER+=("$n")
+}
+while read -r name _; do
+  case $name in ''|'#'*) continue ;; esac
+  n=$(norm "$name")
+  if [ -n "${BUILTIN[$n]:-}" ]; then
+    BUILTIN_LIST+=("$n")
+  elif [ -n "${DEP_PATH[$n]:-}" ]; then
+    visit "$n"
+  else
+    MISSING_LIST+=("$n")
+    log "warning: module $n is neither built in nor shipped by $kpkg"
+  fi
+done < "$GUEST_SRC/modules"
+
+# Stage the module tree: the chosen .ko files (decompressed) + a load-order list.
+stage_modules() { # $1 = root dir of a guest file system
+  local dst=$1/lib/modules/$KVER n p f
+  mkdir -p "$dst"
+  : > "$dst/sandvm.modules"
+  for n in "${ORDER[@]}"; do
+    p=${DEP_PATH[$n]}
+    f=$dst/${p%.xz}; f=${f%.zst}; f=${f%.gz}
+    mkdir -p "$(dirname "$f")"
+    case $p in
+      *.ko.xz) xz -dc "$KMOD/$p" > "$f" ;;
+      *.ko.zst) zstd -qdc "$KMOD/$p" > "$f" ;;
+      *.ko.gz) gzip -dc "$KMOD/$p" > "$f" ;;
+      *) cp "$KMOD/$p" "$f" ;;
+    esac
+    echo "$n ${f#"$dst"/}" >> "$dst/sandvm.modules"
+  done
+  cp "$KMOD/modules.builtin" "$KMOD/modules.order" "$dst/"
+  [ -f "$KMOD/modules.builtin.modinfo" ] && cp "$KMOD/modules.builtin.modinfo" "$dst/"
+  # a modules.dep for just these modules, so `modprobe` works by hand in the guest
+  depmod -b "$1" "$KVER" 2>/dev/null || true
+}
+
+# ---------------------------------------------------------------- guest tree
+# Common tree for initramfs and root image: busybox, applet links, init, modules.
+make_tree() { # $1 = dir, $2 = "initramfs" | "rootfs"
+  local d=$1 a
+  mkdir -p "$d"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,run,tmp,etc,root,newroot,mnt,lib/modules}
+  chmod 1777 "$d/tmp"
+  chmod 0700 "$d/root"
+  install -m 0755 "$BUSYBOX" "$d/bin/busybox"
+  # applet links where busybox wants them; 'init' and 'linuxrc' are ours, not busybox's
+  "$BUSYBOX" --list-full | while IFS= read -r a; do
+    case $a in sbin/init|linuxrc|bin/busybox) continue ;; esac
+    [ -e "$d/$a" ] || ln -s /bin/busybox "$d/$a"
+  done
+  install -m 0755 "$GUEST_SRC/init" "$d/init"
+  install -m 0755 "$GUEST_SRC/init" "$d/sbin/init"
+  [ -f "$GUEST_SRC/hotplug" ] && install -m 0755 "$GUEST_SRC/hotplug" "$d/sbin/sandvm-hotplug"
+  stage_modules "$d"
+  printf 'root:x:0:0:root:/root:/bin/sh\n' > "$d/etc/passwd"
+  printf 'root:x:0:\ntty:x:5:\n' > "$d/etc/group"
+  echo sandvm > "$d/etc/hostname"
+  echo "$KVER" > "$d/etc/sandvm-kernel-version"
+  if [ "$2" = rootfs ]; then
+    printf 'sandvm root image, kernel %s\n' "$KVER" > "$d/etc/sandvm-rootfs"
+  fi
+}
+
+log "kernel $KVER: ${#ORDER[@]} modules to load, ${#BUILTIN_LIST[@]} requested ones built in"
+
+# initramfs
+IR=$TMP/initramfs
+make_tree "$IR" initramfs
+(cd "$IR" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 --reproducible) \
+  | gzip -9n > "$TMP/initramfs.cpio.gz"
+
+# root image (size a multiple of 2 MiB: QEMU nvdimm/DAX alignment)
+RF=$TMP/rootfs
+make_tree "$RF" rootfs
+mib=$(( (ROOTFS_MIB + 1) / 2 * 2 ))
+mkfs.ext4 -q -F -b 4096 -L sandvm-root -E root_owner=0:0 -d "$RF" "$TMP/rootfs.ext4" "${mib}M" >&2 \
+  || die "mkfs.ext4 -d failed"
+[ $(( $(stat -c %s "$TMP/rootfs.ext4") % (2 * 1024 * 1024) )) -eq 0 ] || die "rootfs.ext4 size not 2 MiB aligned"
+
+# DAX image, Kata's layout (absolute offsets in the file):
+#   0      MBR #1: partition 1 = [3 MiB, 3 MiB + fs)   (for loop-mounting on a host)
+#   4 KiB  struct nd_pfn_sb (NVDIMM_PFN_INFO)
+#   2 MiB  MBR #2: partition 1 = [1 MiB, 1 MiB + fs) relative to 2 MiB
+#   3 MiB  the ext4 image; the file is padded to a multiple of 2 MiB
+# A QEMU nvdimm has no namespace labels, so Linux sees a raw namespace, which
+# has no struct pages and refuses fs DAX ("DAX unsupported by block device").
+# The PFN info block at 4 KiB makes it an fsdax namespace: /dev/pmem0 starts at
+# dataoff (2 MiB), so it begins with MBR #2 and /dev/pmem0p1 is the ext4. In
+# PFN_MODE_RAM the memmap lives in guest RAM, so nothing is ever written to the
+# (read-only) backing file. Same values as Kata's nsdax tool: mode RAM, align
+# 2 MiB, dataoff 2 MiB, version 1.2, zero uuids (a labelless namespace).
+MiB=$((1024 * 1024))
+le() { # VALUE BYTES -> printf format of little-endian octal escapes
+  local v=$1 n=$2 i out=""
+  for ((i = 0; i < n; i++)); do out+=$(printf '\\%03o' $(((v >> (8 * i)) & 255))); done
+  printf '%s' "$out"
+}
+make_pfn_sb() { # $1 = output file (4096 bytes)
+  local f=$1 lo=0 hi=0 w
+  {
+    printf 'NVDIMM_PFN_INFO\0'            # signature[16]
+    head -c 32 /dev/zero                   # uuid[16], parent_uuid[16] (0 = labelless namespace)
+    printf "$(le 0 4)$(le 1 2)$(le 2 2)"   # flags, version_major 1, version_minor 2
+    printf "$(le $((2 * MiB)) 8)$(le 0 8)" # dataoff, npfns (kernel computes)
+    printf "$(le 1 4)$(le 0 4)$(le 0 4)"   # mode PFN_MODE_RAM, start_pad, end_trunc
+    printf "$(le $((2 * MiB)) 4)"          # align
+    head -c $((4096 - 76)) /dev/zero       # padding + checksum (filled below)
+  } > "$f"
+  # fletcher64 over all 1024 little-endian u32 words, the checksum field as zero
+  for w in $({ head -c 4088 "$f"; head -c 8 /dev/zero; } | od -An -v -tu4); do
+    lo=$(((lo + w) & 0xffffffff)); hi=$((hi + lo))
+  done
+  w=$(((hi << 32) | lo))
+  printf "$(le $w 8)" | dd of="$f" bs=1 seek=4088 conv=notrunc status=none
+}
+write_mbr() { # FILE OFFSET START_LBA SECTORS: one Linux partition, LBA only
+  {
+    head -c 440 /dev/zero
+    printf "$(le $((0x53564d44)) 4)\\0\\0"              # disk signature "DMVS", reserved
+    printf '\0\376\377\377\203\376\377\377'              # not bootable, CHS n/a, type 0x83, CHS n/a
+    printf "$(le "$3" 4)$(le "$4" 4)"                    # first LBA, sector count
+    head -c 48 /dev/zero                                 # partitions 2-4
+    printf '\125\252'                                    # 0x55 0xAA
+  } | dd of="$1" bs=512 seek=$(($2 / 512)) conv=notrunc status=none
+}
+fs_bytes=$(stat -c %s "$TMP/rootfs.ext4")
+dax_size=$(( (3 * MiB + fs_bytes + 2 * MiB - 1) / (2 * MiB) * (2 * MiB) ))
+truncate -s "$dax_size" "$TMP/rootfs-dax.img"
+write_mbr "$TMP/rootfs-dax.img" 0 $((3 * MiB / 512)) $((fs_bytes / 512))
+make_pfn_sb "$TMP/pfn_sb"
+dd if="$TMP/pfn_sb" of="$TMP/rootfs-dax.img" bs=4096 seek=1 conv=notrunc status=none
+write_mbr "$TMP/rootfs-dax.img" $((2 * MiB)) $((1 * MiB / 512)) $((fs_bytes / 512))
+dd if="$TMP/rootfs.ext4" of="$TMP/rootfs-dax.img" bs=1M seek=3 conv=notrunc,sparse status=none
+
+cp "$KX/boot/vmlinuz-$KVER" "$TMP/vmlinuz"
+echo "$KVER" > "$TMP/kernel-version"
+cp "$KCONFIG" "$TMP/kernel-config"
+printf '%s\n' "${ORDER[@]}" > "$TMP/modules-loaded"
+printf '%s\n' "${BUILTIN_LIST[@]}" > "$TMP/modules-builtin"
+
+# manifest last: it is the proof that a full build finished
+{
+  echo "kernel-package $(basename "$kdeb")"
+  echo "busybox-package $(basename "$bbdeb")"
+  echo "kernel-version $KVER"
+  for f in vmlinuz initramfs.cpio.gz rootfs.ext4 rootfs-dax.img; do
+    echo "$f $(stat -c %s "$TMP/$f") $(sha256sum "$TMP/$f" | cut -d' ' -f1)"
+  done
+} > "$TMP/manifest"
+
+# ---------------------------------------------------------------- install (atomic renames)
+for f in kernel-config modules-loaded modules-builtin vmlinuz kernel-version initramfs.cpio.gz rootfs.ext4 rootfs-dax.img manifest; do
+  mv -f "$TMP/$f" "$OUT/$f"
+done
+
+# ---------------------------------------------------------------- summary
+echo "sandvm guest built in $OUT:"
+for f in vmlinuz initramfs.cpio.gz rootfs.ext4 rootfs-dax.img; do
+  printf '  %-18s %9s bytes\n' "$f" "$(stat -c %s "$OUT/$f")"
+done
+echo "  kernel-version     $KVER ($kpkg)"
+echo "  modules loaded     ${#ORDER[@]}: ${ORDER[*]}"
+echo "  built in           ${BUILTIN_LIST[*]:-none}"
+[ ${#MISSING_LIST[@]} -gt 0 ] && echo "  not available      ${MISSING_LIST[*]}"
+echo "  initrd boot:   -kernel vmlinuz -initrd initramfs.cpio.gz -append 'console=hvc0'"
+echo "  nvdimm root:   same + nvdimm backed by rootfs-dax.img ($(stat -c %s "$OUT/rootfs-dax.img") bytes) and"
+echo "                 -append 'root=/dev/pmem0p1 rootflags=dax,data=ordered,errors=remount-ro ro rootfstype=ext4'"
+echo "                 (or rootfs.ext4, $(stat -c %s "$OUT/rootfs.ext4") bytes, with root=/dev/pmem0: no DAX)"
+exit 0

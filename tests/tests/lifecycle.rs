@@ -1,0 +1,257 @@
+//! End-to-end lifecycle tests: real QEMU (TCG), the real test guest, the real CLI.
+//! Each test ends with the leak check.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use sandvm_tests::*;
+use std::time::Duration;
+
+const READY: &str = "SANDVM-GUEST-READY";
+
+/// Create and start through the CLI, then wait for the guest's ready line.
+fn boot(env: &Env, cfg: &std::path::Path, id: &str) {
+    let cfg = cfg.to_str().unwrap();
+    assert_eq!(env.ok(&["create", "--config", cfg, "--id", id]).trim(), id);
+    env.ok(&["start", id]);
+    let log = env.root.join(id).join("console.log");
+    let ready = eventually(Duration::from_secs(120), || {
+        std::fs::read_to_string(&log).is_ok_and(|s| s.contains(READY))
+    });
+    assert!(
+        ready,
+        "guest never printed {READY}; console.log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+#[test]
+fn initrd_boot_console_status_and_stop_from_separate_processes() {
+    let env = Env::new("initrd");
+    let cfg = env.config("c.toml", "");
+    boot(&env, &cfg, "a1");
+
+    let st = json(&env.ok(&["status", "a1", "--json"]));
+    assert_eq!(st["state"], "running");
+    let pid = st["pid"].as_i64().unwrap() as i32;
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+
+    // The guest computes; the pattern does not appear in what we sent.
+    assert_eq!(env.guest("a1", "echo $((6*7))"), "42");
+    assert_eq!(env.guest("a1", "nproc"), "1");
+    // The raw --send/--expect form scripts use.
+    let raw = env.ok(&[
+        "console",
+        "a1",
+        "--send",
+        "echo RESULT=$((6*7))",
+        "--expect",
+        "RESULT=42",
+    ]);
+    assert!(raw.contains("RESULT=42"), "{raw}");
+
+    let list = json(&env.ok(&["list", "--json"]));
+    assert_eq!(list[0]["id"], "a1");
+
+    env.ok(&["stop", "a1"]);
+    assert!(!std::path::Path::new(&format!("/proc/{pid}/exe")).exists() || !is_alive(pid));
+    // Idempotent.
+    env.ok(&["stop", "a1"]);
+    env.assert_clean();
+}
+
+fn is_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
+        .unwrap_or(false)
+}
+
+#[test]
+fn nvdimm_image_is_the_root_filesystem() {
+    let env = Env::new("nvdimm");
+    let g = guest();
+    let cfg = env.config("n.toml", &format!("image = \"{}\"\n", g.rootfs.display()));
+    boot(&env, &cfg, "n1");
+    let root = env.guest("n1", "awk '$2==\"/\"{print $1, $4}' /proc/mounts | tail -1");
+    assert!(
+        root.starts_with("/dev/pmem0p1 "),
+        "root is not on pmem0p1: {root}"
+    );
+    assert!(root.contains("dax"), "root is not mounted with DAX: {root}");
+    env.ok(&["stop", "n1", "--force"]);
+    env.assert_clean();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn pause_and_resume_show_in_qmp() {
+    let env = Env::new("pause");
+    let cfg = env.config("p.toml", "");
+    boot(&env, &cfg, "p1");
+    let qmp_path = env.root.join("p1/qmp.sock");
+
+    env.ok(&["pause", "p1"]);
+    {
+        let c = qmp::Client::connect(&qmp_path).await.unwrap();
+        let s = c.query_status().await.unwrap();
+        assert!(!s.running, "{s:?}");
+    }
+    assert_eq!(
+        json(&env.ok(&["status", "p1", "--json"]))["state"],
+        "paused"
+    );
+    // Resuming twice is refused: it is not paused any more.
+    env.ok(&["resume", "p1"]);
+    {
+        let c = qmp::Client::connect(&qmp_path).await.unwrap();
+        assert!(c.query_status().await.unwrap().running);
+    }
+    let again = env.sandvm(&["resume", "p1"]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("running"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    env.ok(&["stop", "p1"]);
+    env.assert_clean();
+}
+
+#[test]
+fn stop_after_qemu_was_killed_from_outside() {
+    let env = Env::new("killed");
+    let cfg = env.config("k.toml", "");
+    boot(&env, &cfg, "k1");
+    let pid = json(&env.ok(&["status", "k1", "--json"]))["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(eventually(Duration::from_secs(10), || !is_alive(pid)));
+    assert_eq!(
+        json(&env.ok(&["status", "k1", "--json"]))["state"],
+        "stopped"
+    );
+    env.ok(&["stop", "k1"]);
+    env.assert_clean();
+}
+
+#[test]
+fn run_prints_a_json_timeline_and_cleans_up() {
+    let env = Env::new("run");
+    let cfg = env.config("run.toml", "");
+    let out = env.ok(&["run", "--config", cfg.to_str().unwrap(), "--json"]);
+    let t = json(&out);
+    for k in ["spawn_ms", "qmp_ready_ms", "guest_ready_ms", "stop_ms"] {
+        assert!(t[k].as_f64().is_some_and(|v| v > 0.0), "{k} missing in {t}");
+    }
+    assert!(t["guest_ready_ms"].as_f64() > t["qmp_ready_ms"].as_f64());
+    env.assert_clean();
+}
+
+#[test]
+fn qemu_dying_in_mid_start_reports_its_stderr_and_leaves_nothing() {
+    let env = Env::new("qdies");
+    let cfg = env.config("bad.toml", "machine_accelerators = \"no-such-option=on\"\n");
+    env.ok(&["create", "--config", cfg.to_str().unwrap(), "--id", "d1"]);
+    let out = env.sandvm(&["start", "d1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("QEMU stderr") && err.contains("no-such-option"),
+        "{err}"
+    );
+    env.assert_clean();
+}
+
+#[test]
+fn config_errors_name_the_key_and_create_nothing() {
+    let env = Env::new("cfgerr");
+    let cfg = env.config("e.toml", "default_vcpus = \"many\"\n");
+    let out = env.sandvm(&["create", "--config", cfg.to_str().unwrap(), "--id", "x"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hypervisor.qemu.default_vcpus"), "{err}");
+
+    let cfg = env.config("m.toml", "image = \"/nonexistent/rootfs.img\"\n");
+    let out = env.sandvm(&["create", "--config", cfg.to_str().unwrap(), "--id", "x"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hypervisor.qemu.image"));
+
+    let bad_id = env.sandvm(&[
+        "create",
+        "--config",
+        env.config("ok.toml", "").to_str().unwrap(),
+        "--id",
+        "../evil",
+    ]);
+    assert!(!bad_id.status.success());
+    assert!(String::from_utf8_lossy(&bad_id.stderr).contains("Invalid sandbox id"));
+
+    let missing = env.sandvm(&["start", "nope"]);
+    assert_eq!(missing.status.code(), Some(4));
+    env.assert_clean();
+}
+
+#[test]
+fn socket_path_too_long_is_a_clear_error() {
+    let env = Env::new("longpath");
+    let deep = env.root.join("d".repeat(80));
+    let cfg = env.config("c.toml", "");
+    let out = std::process::Command::new(sandvm_bin())
+        .arg("--state-dir")
+        .arg(&deep)
+        .args([
+            "create",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--id",
+            "a-rather-long-sandbox-id",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Socket path") && err.contains("107"), "{err}");
+    assert!(!deep.exists());
+    env.assert_clean();
+}
+
+#[test]
+fn two_processes_on_one_id_one_wins() {
+    let env = Env::new("race");
+    let cfg = env.config("c.toml", "");
+    let c = cfg.to_str().unwrap();
+    let a = std::process::Command::new(sandvm_bin())
+        .args([
+            "--state-dir",
+            env.root.to_str().unwrap(),
+            "create",
+            "--config",
+            c,
+            "--id",
+            "same",
+        ])
+        .spawn()
+        .unwrap();
+    let b = env.sandvm(&["create", "--config", c, "--id", "same"]);
+    let a = a.wait_with_output().unwrap();
+    let wins = [a.status.success(), b.status.success()]
+        .iter()
+        .filter(|x| **x)
+        .count();
+    assert_eq!(wins, 1, "exactly one create wins");
+    let loser = if b.status.success() {
+        String::new()
+    } else {
+        String::from_utf8_lossy(&b.stderr).into_owned()
+    };
+    if !loser.is_empty() {
+        assert!(
+            loser.contains("already exists") || loser.contains("busy"),
+            "{loser}"
+        );
+    }
+    env.ok(&["stop", "same"]);
+    env.assert_clean();
+}
