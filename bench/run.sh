@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# make bench: side-by-side benchmarks. Results go to target/bench/ and are
+# recorded by hand in docs/performance.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p target/bench
+
+# QEMU's Python client, from PyPI, in a private venv.
+if [ ! -x bench/.venv/bin/python ] || ! bench/.venv/bin/python -c 'import qemu.qmp' 2>/dev/null; then
+  python3 -m venv bench/.venv
+  bench/.venv/bin/pip install -q -r bench/requirements.txt
+fi
+
+echo "== QMP throughput: qmp crate vs qemu.qmp"
+bench/.venv/bin/python bench/qmp_bench.py "$@"
