@@ -12,4 +12,7 @@ if [ ! -x bench/.venv/bin/python ] || ! bench/.venv/bin/python -c 'import qemu.q
 fi
 
 echo "== QMP throughput: qmp crate vs qemu.qmp"
-bench/.venv/bin/python bench/qmp_bench.py "$@"
+bench/.venv/bin/python bench/qmp_bench.py
+
+echo "== Launch overhead and cold boot: sandvm vs raw QEMU with the same argv"
+python3 bench/boot_bench.py --rounds "${BOOT_ROUNDS:-5}"

@@ -63,3 +63,20 @@ for b in qemu-system-x86_64 qemu-system-aarch64 qemu-system-ppc64 qemu-system-s3
   fi
 done
 echo "setup: system packages ready"
+
+# virtiofsd and nydusd, built from crates.io once per machine into a cache, then
+# linked into the project's tools/ folder (not under version control).
+TOOLS_CACHE=${SANDVM_TOOLS_CACHE:-$HOME/.cache/sandvm-tools}
+mkdir -p "$TOOLS_CACHE" tools/bin
+if [ ! -x "$TOOLS_CACHE/bin/virtiofsd" ]; then
+  echo "setup: building virtiofsd from crates.io (a few minutes, once)"
+  cargo install --quiet --locked --root "$TOOLS_CACHE" virtiofsd
+fi
+if [ ! -x "$TOOLS_CACHE/bin/nydusd" ]; then
+  echo "setup: building nydusd from crates.io (about 8 minutes on 2 cores, once)"
+  cargo install --quiet --locked --root "$TOOLS_CACHE" nydus-rs --features virtiofs
+fi
+for b in virtiofsd nydusd; do
+  ln -sfn "$TOOLS_CACHE/bin/$b" "tools/bin/$b"
+done
+echo "setup: tools ready in tools/bin (virtiofsd, nydusd)"

@@ -104,8 +104,9 @@ pub async fn dispatch(cmd: Cmd, root: StateRoot) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Start { id, timeout } => {
-            let mut q = Qemu::attach(root, &id).await?;
+            let mut q = Qemu::attach(root.clone(), &id).await?;
             let r = q.start_vm(Duration::from_secs(timeout)).await?;
+            spawn_supervisor(&root, &mut q)?;
             tracing::info!(
                 spawn_ms = r.spawn_ms,
                 qmp_ready_ms = r.qmp_ready_ms,
@@ -196,6 +197,11 @@ pub async fn dispatch(cmd: Cmd, root: StateRoot) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Supervise { id } => {
+            let st = Qemu::peek(&root, &id)?;
+            runtime::supervise::run(&root.sandbox_dir(&id), &id, &st.config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Run {
             config,
             keep,
@@ -246,6 +252,7 @@ async fn run(
         Ok(r) => r,
         Err(e) => return Err(e.into()),
     };
+    spawn_supervisor(root, &mut q)?;
     let console = q.get_vm_console().await?;
     let ready = crate::console::wait_ready(
         &console.socket,
@@ -298,4 +305,33 @@ fn shell_quote(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
     }
+}
+
+/// Start the detached supervisor process when the sandbox's config needs one.
+fn spawn_supervisor(root: &StateRoot, q: &mut Qemu) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    if !runtime::supervise::needed(q.hypervisor_config()) {
+        return Ok(());
+    }
+    let (Some(id), Some(dir)) = (q.id().map(String::from), q.dir().map(Path::to_path_buf)) else {
+        return Ok(());
+    };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(runtime::state::files::SUPERVISOR_LOG))
+        .context("supervisor log")?;
+    let exe = std::env::current_exe().context("cannot find the sandvm binary")?;
+    let child = std::process::Command::new(exe)
+        .arg("--state-dir")
+        .arg(root.path())
+        .args(["--log-level", "info", "__supervise", &id])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("cannot start the supervisor")?;
+    q.set_supervisor(child.id() as i32)?;
+    Ok(())
 }

@@ -118,6 +118,12 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
+    /// Internal: watch a sandbox's QMP events (started by `start` and `run`).
+    #[command(name = "__supervise", hide = true)]
+    Supervise {
+        /// Sandbox id.
+        id: String,
+    },
     /// Create, start, wait for the guest, print a timeline, stop.
     Run {
         /// Config file.

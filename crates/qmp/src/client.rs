@@ -64,6 +64,11 @@ struct State {
 pub(crate) struct Shared {
     state: Mutex<State>,
     closed_tx: watch::Sender<Option<Error>>,
+    /// A duplicate of the socket. Closing the connection (the last handle
+    /// dropped, EOF, or a protocol error) shuts it down at once, even when the
+    /// runtime is not polling the reader and writer tasks: QEMU serves one
+    /// monitor client at a time, and a peer must not block writing to us.
+    control: std::os::fd::OwnedFd,
 }
 
 impl Shared {
@@ -103,6 +108,9 @@ impl Shared {
             let _ = tx.send(Err(reason.clone()));
         }
         drop(events);
+        use std::os::fd::AsRawFd;
+        let _ =
+            nix::sys::socket::shutdown(self.control.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         self.closed_tx.send_replace(Some(reason));
     }
 
@@ -126,17 +134,10 @@ struct Inner {
     /// pairs every fd with the right `getfd` / `add-fd`.
     fd_lock: tokio::sync::Mutex<()>,
     reader: AbortHandle,
-    /// A duplicate of the socket, so that dropping the last handle shuts the
-    /// connection down at once, even when the runtime is not polling the
-    /// reader and writer tasks (QEMU serves one monitor client at a time).
-    control: std::os::fd::OwnedFd,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        use std::os::fd::AsRawFd;
-        let _ =
-            nix::sys::socket::shutdown(self.control.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         self.reader.abort();
         self.shared.close(Error::Disconnected);
     }
@@ -235,6 +236,7 @@ impl Client {
                 events: Some(events_tx.clone()),
             }),
             closed_tx,
+            control,
         });
         let (wtx, wrx) = mpsc::unbounded_channel();
         tokio::spawn(writer::run(write_half, wrx, shared.clone()));
@@ -250,7 +252,6 @@ impl Client {
                 oob,
                 fd_lock: tokio::sync::Mutex::new(()),
                 reader,
-                control,
             }),
             timeout: options.command_timeout,
         };

@@ -6,7 +6,9 @@ pub mod config;
 pub mod hypervisor;
 pub mod process;
 pub mod qemu;
+pub mod security;
 pub mod state;
+pub mod supervise;
 
 pub use hypervisor::{Hypervisor, HypervisorError};
 pub use qemu::Qemu;

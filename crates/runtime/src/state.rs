@@ -43,6 +43,10 @@ pub mod files {
     pub const QEMU_LOG: &str = "qemu.log";
     /// QEMU's pidfile.
     pub const PIDFILE: &str = "qemu.pid";
+    /// The supervisor's QMP monitor (events).
+    pub const EVENTS: &str = "events.sock";
+    /// The supervisor's log.
+    pub const SUPERVISOR_LOG: &str = "supervisor.log";
 }
 
 /// Errors of the state store.
@@ -410,6 +414,9 @@ pub struct SandboxState {
     /// QEMU's start time in clock ticks since boot (from /proc), to tell a
     /// reused pid from ours.
     pub pid_start_ticks: Option<u64>,
+    /// The supervisor's pid, when one runs (see [`crate::supervise`]).
+    #[serde(default)]
+    pub supervisor_pid: Option<i32>,
     /// The accelerator actually used.
     pub accelerator: Option<String>,
     /// The argv QEMU was started with.
@@ -418,6 +425,9 @@ pub struct SandboxState {
     pub config: HypervisorConfig,
     /// Unix time of creation, seconds.
     pub created_unix: u64,
+    /// Hotplug slots on the PCI bridges (empty in files from older builds).
+    #[serde(default)]
+    pub pci: crate::qemu::pci::SlotAllocator,
 }
 
 #[cfg(test)]

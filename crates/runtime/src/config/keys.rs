@@ -67,6 +67,11 @@ pub const QEMU_KEYS: &[&str] = &[
     "valid_entropy_sources",
     "accelerator",
     "guest_arch",
+    "enable_vhost_user_store",
+    "qemu_uid",
+    "qemu_gid",
+    "qemu_groups",
+    "selinux_label",
 ];
 
 /// Keys of `[factory]` that sandvm reads.

@@ -203,7 +203,13 @@ impl HypervisorConfig {
             return no("enable_virtio_mem", "virtio-mem memory hotplug");
         }
         if self.rootless {
-            return no("rootless", "rootless QEMU");
+            return no(
+                "rootless",
+                "rootless QEMU with a generated user (set qemu_uid and qemu_gid instead)",
+            );
+        }
+        if self.vhost_user_store {
+            return no("enable_vhost_user_store", "vhost-user block storage");
         }
         if self.hot_plug_vfio != VfioPort::NoPort {
             return no("hot_plug_vfio", "VFIO hotplug");

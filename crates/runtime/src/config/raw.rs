@@ -128,6 +128,16 @@ pub struct RawQemu {
     pub accelerator: Option<String>,
     /// sandvm: guest architecture.
     pub guest_arch: Option<String>,
+    /// vhost-user block/SCSI devices (needs hugepages).
+    pub enable_vhost_user_store: Option<bool>,
+    /// sandvm: uid QEMU runs as.
+    pub qemu_uid: Option<i64>,
+    /// sandvm: gid QEMU runs as.
+    pub qemu_gid: Option<i64>,
+    /// sandvm: supplementary groups of QEMU.
+    pub qemu_groups: Option<Vec<i64>>,
+    /// sandvm: SELinux exec label for QEMU.
+    pub selinux_label: Option<String>,
 }
 
 /// The `[factory]` table.

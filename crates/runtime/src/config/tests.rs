@@ -300,3 +300,87 @@ fn features_not_built_yet_are_refused_by_key() {
             .is_ok()
     );
 }
+
+#[test]
+fn templating_with_virtio_fs_or_a_file_backend_is_rejected_with_kata_s_message() {
+    const MSG: &str = "VM templating has been enabled with either virtio-fs or file backed memory and this configuration will not work";
+    for extra in [
+        "shared_fs = \"virtio-fs\"",
+        "shared_fs = \"virtio-fs-nydus\"",
+        "shared_fs = \"none\"\nfile_mem_backend = \"/dev/shm\"",
+    ] {
+        let e = err_of(&format!(
+            "{}\n[factory]\nenable_template = true\n",
+            minimal(extra)
+        ));
+        let m = e.to_string();
+        assert!(
+            m.contains("factory.enable_template") && m.contains(MSG),
+            "{extra}: {m}"
+        );
+    }
+    // Without templating, both are fine.
+    parse(&minimal("file_mem_backend = \"/dev/shm\"")).unwrap();
+}
+
+#[test]
+fn vhost_user_store_without_hugepages_is_rejected_with_kata_s_message() {
+    let e = err_of(&minimal("enable_vhost_user_store = true"));
+    let m = e.to_string();
+    assert!(
+        m.contains("hypervisor.qemu.enable_vhost_user_store")
+            && m.contains(
+                "Vhost-user-blk/scsi is enabled without HugePages. This configuration will not work"
+            ),
+        "{m}"
+    );
+    let c = parse(&minimal(
+        "enable_vhost_user_store = true\nenable_hugepages = true\nshared_fs = \"none\"",
+    ))
+    .unwrap()
+    .config;
+    assert!(c.vhost_user_store);
+    let e = c.check_supported().unwrap_err().to_string();
+    assert!(e.contains("enable_vhost_user_store"), "{e}");
+}
+
+#[test]
+fn qemu_identity_keys() {
+    let c = parse(&minimal(
+        "qemu_uid = 65534\nqemu_gid = 65534\nqemu_groups = [36, 107]",
+    ))
+    .unwrap()
+    .config;
+    assert_eq!(
+        c.qemu_user,
+        Some(QemuUser {
+            uid: 65534,
+            gid: 65534,
+            groups: vec![36, 107]
+        })
+    );
+    assert_eq!(parse(&minimal("")).unwrap().config.qemu_user, None);
+    for (extra, key) in [
+        ("qemu_uid = 1000", "hypervisor.qemu.qemu_gid"),
+        ("qemu_gid = 1000", "hypervisor.qemu.qemu_uid"),
+        ("qemu_groups = [1]", "hypervisor.qemu.qemu_groups"),
+        ("qemu_uid = -1\nqemu_gid = 1", "hypervisor.qemu.qemu_uid"),
+        (
+            "qemu_uid = 1\nqemu_gid = 1\nqemu_groups = [4294967296]",
+            "hypervisor.qemu.qemu_groups[0]",
+        ),
+        ("selinux_label = \"a\\nb\"", "hypervisor.qemu.selinux_label"),
+    ] {
+        let m = err_of(&minimal(extra)).to_string();
+        assert!(m.contains(key), "{extra}: {m}");
+    }
+    // rootless = true (a generated user) stays refused, pointing at qemu_uid.
+    let c = parse(&minimal("rootless = true\nshared_fs = \"none\""))
+        .unwrap()
+        .config;
+    let e = c.check_supported().unwrap_err().to_string();
+    assert!(
+        e.contains("hypervisor.qemu.rootless") && e.contains("qemu_uid"),
+        "{e}"
+    );
+}

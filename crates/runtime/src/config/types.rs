@@ -172,6 +172,17 @@ pub struct SharedFsConfig {
     pub extra_args: Vec<String>,
 }
 
+/// The identity QEMU runs as (sandvm's `qemu_uid`, `qemu_gid`, `qemu_groups`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QemuUser {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary groups (may be empty: then QEMU has none).
+    pub groups: Vec<u32>,
+}
+
 /// Templating (`[factory]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FactoryConfig {
@@ -276,4 +287,13 @@ pub struct HypervisorConfig {
     pub guest_arch: GuestArch,
     /// Templating.
     pub factory: FactoryConfig,
+    /// vhost-user block/SCSI devices.
+    #[serde(default)]
+    pub vhost_user_store: bool,
+    /// Run QEMU as this identity instead of the caller's.
+    #[serde(default)]
+    pub qemu_user: Option<QemuUser>,
+    /// SELinux exec label for QEMU (used when the host has SELinux enabled).
+    #[serde(default)]
+    pub selinux_label: Option<String>,
 }

@@ -396,12 +396,47 @@ pub fn validate(
     let machine_accelerators = split_list(&raw.machine_accelerators, ',');
     let cpu_features = split_list(&raw.cpu_features, ',');
 
+    if guest_arch == GuestArch::Aarch64 {
+        match pflashes.len() {
+            0 | 2 => {}
+            1 => return Err(cx.err(&k("pflashes"), "two pflash images needed for arm64")),
+            _ => return Err(cx.err(&k("pflashes"), "too many pflash images for arm64")),
+        }
+    }
+
+    let qemu_user = qemu_user(&cx, raw)?;
+    let selinux_label = match raw.selinux_label.as_deref() {
+        None | Some("") => None,
+        Some(l) if l.contains('\0') || l.contains('\n') => {
+            return Err(cx.err(&k("selinux_label"), "contains a newline or NUL"));
+        }
+        Some(l) => Some(l.to_string()),
+    };
+    let hugepages = bool_or(raw.enable_hugepages, false);
+    let vhost_user_store = bool_or(raw.enable_vhost_user_store, false);
+    // Kata's check: vhost-user-blk/scsi daemons (SPDK) need shared hugepage memory.
+    if vhost_user_store && !hugepages {
+        return Err(cx.err(
+            &k("enable_vhost_user_store"),
+            "Vhost-user-blk/scsi is enabled without HugePages. This configuration will not work",
+        ));
+    }
+
     let factory = FactoryConfig {
         enable_template: factory.enable_template.unwrap_or(false),
         template_path: cx
             .opt_path("factory.template_path", &factory.template_path)?
             .unwrap_or_else(|| PathBuf::from(DEFAULT_TEMPLATE_PATH)),
     };
+    // Kata's check: a template VM is built with shared file memory and its
+    // clones with private memory; virtio-fs and a file backend need
+    // share=on throughout, so neither works with templating.
+    if factory.enable_template && (shared_kind != SharedFs::None || file_mem_backend.is_some()) {
+        return Err(cx.err(
+            "factory.enable_template",
+            "VM templating has been enabled with either virtio-fs or file backed memory and this configuration will not work",
+        ));
+    }
 
     Ok(HypervisorConfig {
         source: file.to_path_buf(),
@@ -426,7 +461,7 @@ pub fn validate(
         pcie_root_ports,
         virtio_mem: bool_or(raw.enable_virtio_mem, false),
         mem_prealloc: bool_or(raw.enable_mem_prealloc, false),
-        hugepages: bool_or(raw.enable_hugepages, false),
+        hugepages,
         file_mem_backend,
         reclaim_guest_freed_memory: bool_or(raw.reclaim_guest_freed_memory, false),
         shared_fs: SharedFsConfig {
@@ -466,7 +501,43 @@ pub fn validate(
         accelerator,
         guest_arch,
         factory,
+        vhost_user_store,
+        qemu_user,
+        selinux_label,
     })
+}
+
+/// sandvm's `qemu_uid`, `qemu_gid` and `qemu_groups`: all or nothing for the
+/// ids, and groups only with them.
+fn qemu_user(cx: &Ctx<'_>, raw: &RawQemu) -> Result<Option<QemuUser>, ConfigError> {
+    let k = |name: &str| format!("hypervisor.qemu.{name}");
+    let id = |key: &str, v: i64| -> Result<u32, ConfigError> {
+        u32::try_from(v)
+            .ok()
+            .filter(|v| *v != u32::MAX)
+            .ok_or_else(|| cx.err(&k(key), format!("must be 0 to {} (got {v})", u32::MAX - 1)))
+    };
+    match (raw.qemu_uid, raw.qemu_gid) {
+        (None, None) => {
+            if raw.qemu_groups.as_ref().is_some_and(|g| !g.is_empty()) {
+                return Err(cx.err(&k("qemu_groups"), "needs qemu_uid and qemu_gid"));
+            }
+            Ok(None)
+        }
+        (Some(_), None) => Err(cx.err(&k("qemu_gid"), "is required with qemu_uid")),
+        (None, Some(_)) => Err(cx.err(&k("qemu_uid"), "is required with qemu_gid")),
+        (Some(u), Some(g)) => {
+            let mut groups = Vec::new();
+            for (i, v) in raw.qemu_groups.iter().flatten().enumerate() {
+                groups.push(id(&format!("qemu_groups[{i}]"), *v)?);
+            }
+            Ok(Some(QemuUser {
+                uid: id("qemu_uid", u)?,
+                gid: id("qemu_gid", g)?,
+                groups,
+            }))
+        }
+    }
 }
 
 /// The machine type Kata uses by default on each arch.

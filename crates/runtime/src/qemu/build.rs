@@ -4,7 +4,7 @@
 //! then renders it with `to_args()`.
 
 use super::arch::{self, Accel};
-use crate::config::{BlockDriver, HypervisorConfig, SharedFs};
+use crate::config::{BlockDriver, GuestArch, HypervisorConfig, SharedFs};
 use crate::state::files;
 use qemu_config::*;
 use std::path::Path;
@@ -19,6 +19,24 @@ pub const CONSOLE_CHARDEV: &str = "charconsole0";
 pub const MEM_BACKEND_ID: &str = "dimm1";
 /// Id of the SCSI controller (Kata's).
 pub const SCSI_ID: &str = "scsi0";
+/// Where hugepage-backed memory lives (Kata's).
+pub const HUGEPAGES_DIR: &str = "/dev/hugepages";
+/// Where virtio-fs puts shared memory when there is no file backend (Kata's fallback).
+pub const SHM_DIR: &str = "/dev/shm";
+/// PCI slot of the first bridge on the root bus (Kata's `bridgePCIStartAddr`).
+pub const BRIDGE_START_ADDR: u32 = 2;
+/// First chassis number of `pcie_root_port` root ports (bridges take 1 to 5).
+pub const ROOT_PORT_CHASSIS: u32 = 10;
+/// `mem-reserve` hint on hotplug root ports.
+pub const ROOT_PORT_MEM_RESERVE: &str = "4M";
+/// `pref64-reserve` hint on hotplug root ports.
+pub const ROOT_PORT_PREF64_RESERVE: &str = "2M";
+/// `mem-reserve` on the root port above a nested bridge (Kata's bridge hints).
+pub const BRIDGE_MEM_RESERVE: &str = "1M";
+/// `pref64-reserve` on the root port above a nested bridge.
+pub const BRIDGE_PREF64_RESERVE: &str = "1M";
+/// `io-reserve` on the root port above a nested bridge.
+pub const BRIDGE_IO_RESERVE: &str = "4K";
 /// nvdimm alignment QEMU needs for the backing file, MiB.
 const NVDIMM_ALIGN_MIB: u64 = 2;
 
@@ -111,70 +129,24 @@ pub fn build(inp: &BuildInput<'_>) -> Config {
     let mut objects = Vec::new();
     let mut devices = Vec::new();
     let mut chardevs = Vec::new();
+    let mut devno = Devno::default();
     let mut globals: Vec<Global> = policy
         .globals
         .iter()
         .map(|(d, p, v)| Global::new(d, p, v))
         .collect();
 
-    // Boot memory: file-backed when virtio-fs, hugepages or a file backend need it.
-    let shared = cfg.shared_fs.kind != SharedFs::None;
-    let mem_path = if cfg.hugepages {
-        Some("/dev/hugepages".to_string())
-    } else if let Some(p) = &cfg.file_mem_backend {
-        Some(s(p))
-    } else if shared {
-        Some("/dev/shm".to_string())
-    } else {
-        None
-    };
-    if let Some(mem_path) = mem_path {
-        objects.push(Object::MemoryBackendFile {
-            id: MEM_BACKEND_ID.into(),
-            size_mib: cfg.memory_mib,
-            mem_path,
-            share: Some(true),
-            prealloc: cfg.mem_prealloc || cfg.hugepages,
-            readonly: None,
-            discard_data: None,
-            align: None,
-        });
-        machine = machine.memory_backend(MEM_BACKEND_ID);
-    } else if cfg.mem_prealloc {
-        objects.push(Object::MemoryBackendRam {
-            id: MEM_BACKEND_ID.into(),
-            size_mib: cfg.memory_mib,
-            share: None,
-            prealloc: true,
-        });
+    // Boot memory (Kata's rules): hugepages win, then a file backend or the
+    // shared-memory folder virtio-fs needs; share=on whenever another process
+    // (virtiofsd, a vhost-user daemon) maps guest memory.
+    let backend = memory_backend(cfg);
+    if let Some(o) = backend {
+        objects.push(o);
         machine = machine.memory_backend(MEM_BACKEND_ID);
     }
 
     // PCI bridges, then root ports (Kata puts bridges first to get the first slots).
-    if let (true, Some(root)) = (policy.bridges, policy.root_bus) {
-        for i in 0..cfg.bridges {
-            devices.push(Device::PciBridge(PciBridge {
-                id: format!("pci-bridge-{i}"),
-                bus: Some(root.to_string()),
-                chassis_nr: i + 1,
-                shpc: true,
-                addr: Some(format!("{:x}", 2 + i)),
-            }));
-        }
-        if root == "pcie.0" {
-            for i in 0..cfg.pcie_root_ports {
-                devices.push(Device::PcieRootPort(PcieRootPort {
-                    id: format!("rp{i}"),
-                    bus: Some(root.to_string()),
-                    chassis: 10 + i,
-                    slot: i,
-                    mem_reserve: Some("4M".into()),
-                    pref64_reserve: Some("2M".into()),
-                    ..Default::default()
-                }));
-            }
-        }
-    }
+    devices.extend(bridge_devices(cfg, &policy));
 
     // Console: a virtconsole on a socket with a log, or the legacy serial port.
     chardevs.push(Chardev::Socket {
@@ -196,6 +168,7 @@ pub fn build(inp: &BuildInput<'_>) -> Config {
             transport: t,
             id: "serial0".into(),
             iommu_platform: cfg.iommu_platform,
+            devno: devno.next(t),
             ..Default::default()
         }));
         devices.push(Device::VirtConsole(VirtConsole {
@@ -254,6 +227,7 @@ pub fn build(inp: &BuildInput<'_>) -> Config {
             id: "rng0-dev".into(),
             rng: "rng0".into(),
             iommu_platform: cfg.iommu_platform,
+            devno: devno.next(t),
             ..Default::default()
         }));
     }
@@ -268,6 +242,7 @@ pub fn build(inp: &BuildInput<'_>) -> Config {
             id: SCSI_ID.into(),
             iothread,
             iommu_platform: cfg.iommu_platform,
+            devno: devno.next(t),
             ..Default::default()
         }));
     }
@@ -279,6 +254,7 @@ pub fn build(inp: &BuildInput<'_>) -> Config {
             free_page_reporting: true,
             deflate_on_oom: true,
             iommu_platform: cfg.iommu_platform,
+            devno: devno.next(t),
             ..Default::default()
         }));
     }
@@ -367,6 +343,127 @@ pub fn build(inp: &BuildInput<'_>) -> Config {
     }
 }
 
+/// CCW device numbers (`fe.0.XXXX`, Kata's devno addressing on s390x), in
+/// the order devices are added. Other transports get none.
+#[derive(Debug, Default)]
+struct Devno(u32);
+
+impl Devno {
+    fn next(&mut self, t: Transport) -> Option<String> {
+        (t == Transport::Ccw).then(|| {
+            let d = format!("fe.0.{:04x}", self.0);
+            self.0 += 1;
+            d
+        })
+    }
+}
+
+/// The boot memory backend, if the config needs one (Kata's rules).
+pub fn memory_backend(cfg: &HypervisorConfig) -> Option<Object> {
+    let shared_fs = cfg.shared_fs.kind != SharedFs::None;
+    let share = shared_fs || cfg.file_mem_backend.is_some() || cfg.vhost_user_store;
+    let mem_path = if cfg.hugepages {
+        Some(HUGEPAGES_DIR.to_string())
+    } else if let Some(p) = &cfg.file_mem_backend {
+        Some(s(p))
+    } else if shared_fs {
+        Some(SHM_DIR.to_string())
+    } else {
+        None
+    };
+    match mem_path {
+        Some(mem_path) => Some(Object::MemoryBackendFile {
+            id: MEM_BACKEND_ID.into(),
+            size_mib: cfg.memory_mib,
+            mem_path,
+            share: share.then_some(true),
+            prealloc: cfg.mem_prealloc || cfg.hugepages,
+            readonly: None,
+            discard_data: None,
+            align: None,
+        }),
+        None if cfg.mem_prealloc => Some(Object::MemoryBackendRam {
+            id: MEM_BACKEND_ID.into(),
+            size_mib: cfg.memory_mib,
+            share: None,
+            prealloc: true,
+        }),
+        None => None,
+    }
+}
+
+/// Whether bridges are nested behind PCIe root ports: x86_64 q35 with
+/// firmware, where the firmware does not reserve windows for a conventional
+/// `pci-bridge` on the root complex (QEMU's docs/pcie.txt topology).
+pub fn nested_bridges(cfg: &HypervisorConfig, policy: &arch::ArchPolicy) -> bool {
+    cfg.guest_arch == GuestArch::X86_64
+        && cfg.firmware.is_some()
+        && policy.root_bus == Some("pcie.0")
+}
+
+/// Bus ids of the hotplug bridges, in order (what the slot allocator manages).
+pub fn bridge_ids(cfg: &HypervisorConfig, policy: &arch::ArchPolicy) -> Vec<String> {
+    if !policy.bridges || policy.root_bus.is_none() {
+        return Vec::new();
+    }
+    (0..cfg.bridges)
+        .map(|i| format!("pci-bridge-{i}"))
+        .collect()
+}
+
+/// The bridge and root-port devices for this config and arch.
+pub fn bridge_devices(cfg: &HypervisorConfig, policy: &arch::ArchPolicy) -> Vec<Device> {
+    let mut devices = Vec::new();
+    let Some(root) = policy.root_bus.filter(|_| policy.bridges) else {
+        return devices;
+    };
+    let nested = nested_bridges(cfg, policy);
+    for (i, id) in (0u32..).zip(bridge_ids(cfg, policy)) {
+        let addr = Some(format!("{:x}", BRIDGE_START_ADDR + i));
+        if nested {
+            let rp = format!("{id}-rp");
+            devices.push(Device::PcieRootPort(PcieRootPort {
+                id: rp.clone(),
+                bus: Some(root.to_string()),
+                chassis: i + 1,
+                slot: 0,
+                addr,
+                mem_reserve: Some(BRIDGE_MEM_RESERVE.into()),
+                pref64_reserve: Some(BRIDGE_PREF64_RESERVE.into()),
+                io_reserve: Some(BRIDGE_IO_RESERVE.into()),
+                ..Default::default()
+            }));
+            devices.push(Device::PciePciBridge(PciePciBridge {
+                id,
+                bus: Some(rp),
+                addr: None,
+            }));
+        } else {
+            devices.push(Device::PciBridge(PciBridge {
+                id,
+                bus: Some(root.to_string()),
+                chassis_nr: i + 1,
+                shpc: true,
+                addr,
+            }));
+        }
+    }
+    if root == "pcie.0" {
+        for i in 0..cfg.pcie_root_ports {
+            devices.push(Device::PcieRootPort(PcieRootPort {
+                id: format!("rp{i}"),
+                bus: Some(root.to_string()),
+                chassis: ROOT_PORT_CHASSIS + i,
+                slot: i,
+                mem_reserve: Some(ROOT_PORT_MEM_RESERVE.into()),
+                pref64_reserve: Some(ROOT_PORT_PREF64_RESERVE.into()),
+                ..Default::default()
+            }));
+        }
+    }
+    devices
+}
+
 /// Parse Kata's `seccompsandbox` string (`on,obsolete=deny,spawn=deny,...`).
 pub fn parse_sandbox(spec: &str) -> Result<Sandbox, String> {
     let mut parts = spec.split(',');
@@ -399,3 +496,7 @@ pub fn parse_sandbox(spec: &str) -> Result<Sandbox, String> {
     }
     Ok(sb)
 }
+
+#[cfg(test)]
+#[path = "build_tests.rs"]
+mod tests;

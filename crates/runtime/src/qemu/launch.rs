@@ -8,8 +8,11 @@
 //! with its stderr.
 
 use super::build::QMP_FD;
+use crate::config::HypervisorConfig;
 use crate::hypervisor::{HypervisorError, Result};
 use crate::process;
+use crate::security::{self, selinux, user};
+use crate::state::files;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
@@ -35,9 +38,9 @@ pub fn bind_qmp(path: &Path) -> Result<UnixListener> {
     UnixListener::bind(path).map_err(HypervisorError::io(format!("bind {}", path.display())))
 }
 
-/// In the child, before exec: new session, the QMP listener on fd 3, and
-/// every other fd above 2 marked close-on-exec.
-fn child_setup(listener: RawFd) -> std::io::Result<()> {
+/// In the child, before exec: new session, the QMP listener on fd 3, every
+/// other fd above 3 marked close-on-exec, then the configured identity.
+fn child_setup(listener: RawFd, identity: Option<&user::Identity>) -> std::io::Result<()> {
     nix::unistd::setsid().map_err(std::io::Error::from)?;
     if listener == QMP_FD {
         // dup2 onto itself keeps CLOEXEC: clear it instead.
@@ -66,12 +69,39 @@ fn child_setup(listener: RawFd) -> std::io::Result<()> {
             libc::CLOSE_RANGE_CLOEXEC,
         );
     }
+    if let Some(id) = identity {
+        user::switch_identity(id)?;
+    }
     Ok(())
 }
 
-/// Spawn QEMU detached (its own session), stdout and stderr to `log`.
-/// Returns the pid.
-pub fn spawn(qemu: &Path, args: &[String], listener: &UnixListener, log: &Path) -> Result<i32> {
+/// Prepare the host side for a QEMU about to start in `dir`: warn about the
+/// BPF JIT when seccomp is on, and hand the folder, the QMP socket and the
+/// log to QEMU's identity when one is configured.
+pub fn prepare(cfg: &HypervisorConfig, dir: &Path) -> Result<()> {
+    security::warn_bpf_jit(cfg.seccomp_sandbox.is_some());
+    if let Some(u) = &cfg.qemu_user {
+        let log = dir.join(files::QEMU_LOG);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(HypervisorError::io(log.display()))?;
+        user::prepare_dir(dir, &[files::QMP, files::QEMU_LOG], u)
+            .map_err(|e| HypervisorError::Host(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Spawn QEMU detached (its own session), stdout and stderr to `log`, under
+/// the configured uid/gid/groups and SELinux exec label. Returns the pid.
+pub fn spawn(
+    cfg: &HypervisorConfig,
+    args: &[String],
+    listener: &UnixListener,
+    log: &Path,
+) -> Result<i32> {
+    let qemu = cfg.qemu_path.as_path();
     let logf = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -81,18 +111,33 @@ pub fn spawn(qemu: &Path, args: &[String], listener: &UnixListener, log: &Path) 
         .try_clone()
         .map_err(HypervisorError::io(log.display()))?;
     let fd = listener.as_raw_fd();
+    let identity = cfg.qemu_user.as_ref().map(user::Identity::from);
     let mut cmd = std::process::Command::new(qemu);
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(logf)
         .stderr(errf);
     // SAFETY: child_setup only makes async-signal-safe calls (setsid, fcntl,
-    // dup2, close_range) and allocates nothing.
+    // dup2, close_range, setgroups, setgid, setuid) on data prepared before
+    // fork, and allocates nothing.
     #[allow(unsafe_code)]
     unsafe {
-        cmd.pre_exec(move || child_setup(fd));
+        cmd.pre_exec(move || child_setup(fd, identity.as_ref()));
     }
-    let child = cmd.spawn().map_err(|e| HypervisorError::StartFailed {
+    // The exec label is per thread and for the next exec only; the guard puts
+    // the previous one back as soon as QEMU is spawned.
+    let decision = selinux::decide(
+        selinux::host_enabled(),
+        cfg.disable_selinux,
+        cfg.selinux_label.as_deref(),
+    );
+    let label = selinux::ExecLabel::apply(&decision).map_err(|e| HypervisorError::StartFailed {
+        reason: e.to_string(),
+        stderr: String::new(),
+    })?;
+    let spawned = cmd.spawn();
+    drop(label);
+    let child = spawned.map_err(|e| HypervisorError::StartFailed {
         reason: format!("cannot execute {}: {e}", qemu.display()),
         stderr: String::new(),
     })?;

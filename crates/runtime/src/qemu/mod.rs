@@ -3,6 +3,7 @@
 pub mod arch;
 pub mod build;
 mod launch;
+pub mod pci;
 
 use crate::accel;
 use crate::config::HypervisorConfig;
@@ -267,11 +268,31 @@ impl Qemu {
             info!(pid, ms = t0.elapsed().as_millis() as u64, "QEMU stopped");
         }
         self.qmp = None;
+        self.reap_supervisor().await;
         self.state = None;
         if let Some(dir) = self.dir.take() {
             dir.remove()?;
         }
         Ok(())
+    }
+
+    /// Record the supervisor process watching this sandbox (see [`crate::supervise`]).
+    pub fn set_supervisor(&mut self, pid: i32) -> Result<()> {
+        if let Some(st) = self.state.as_mut() {
+            st.supervisor_pid = Some(pid);
+        }
+        self.save()
+    }
+
+    /// The supervisor exits when QEMU's monitor closes; give it a moment, then kill it.
+    async fn reap_supervisor(&mut self) {
+        let Some(pid) = self.state.as_ref().and_then(|s| s.supervisor_pid) else {
+            return;
+        };
+        if process::alive(pid, None) && !process::wait_exit(pid, TERM_GRACE).await {
+            process::signal(pid, nix::sys::signal::Signal::SIGKILL);
+            process::wait_exit(pid, TERM_GRACE).await;
+        }
     }
 
     async fn start_inner(&mut self, timeout: Duration) -> Result<StartReport> {
@@ -309,7 +330,8 @@ impl Qemu {
         let qmp_path = dir.file(files::QMP);
         let log = dir.file(files::QEMU_LOG);
         let listener = launch::bind_qmp(&qmp_path)?;
-        let pid = launch::spawn(&cfg.qemu_path, &args, &listener, &log)?;
+        launch::prepare(&cfg, dir.path())?;
+        let pid = launch::spawn(&cfg, &args, &listener, &log)?;
         drop(listener);
         let spawn_ms = t0.elapsed().as_secs_f64() * 1e3;
         let ticks = process::start_ticks(pid);
@@ -365,10 +387,15 @@ impl Hypervisor for Qemu {
             state: VmState::Created,
             pid: None,
             pid_start_ticks: None,
+            supervisor_pid: None,
             accelerator: None,
             argv: Vec::new(),
             config: self.config.clone(),
             created_unix: unix_now(),
+            pci: pci::SlotAllocator::new(build::bridge_ids(
+                &self.config,
+                &arch::policy(&self.config, Accel::Tcg),
+            )),
         };
         if let Err(e) = dir.save(&state) {
             let _ = dir.remove();

@@ -86,3 +86,6 @@ fn user_machine_options(mut m: Machine, cfg: &HypervisorConfig) -> Machine {
     }
     m
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,6 +13,14 @@ pub const CAPS: &[(&str, &str)] = &[
     ("ccf-assist", "off"),
 ];
 
+/// Kata's ppc64le kernel parameters (the console is added by the builder).
+pub const KERNEL_PARAMS: &[&str] = &[
+    "rcupdate.rcu_expedited=1",
+    "reboot=k",
+    "cryptomgr.notests",
+    "net.ifnames=0",
+];
+
 pub(super) fn policy(cfg: &HypervisorConfig, accel: Accel) -> ArchPolicy {
     let mut machine = Machine::new(cfg.machine_type.clone()).with_accel(accel.as_str());
     for (k, v) in CAPS {
@@ -23,10 +31,11 @@ pub(super) fn policy(cfg: &HypervisorConfig, accel: Accel) -> ArchPolicy {
         cpu_model: (accel == Accel::Kvm).then(|| "host".to_string()),
         transport: Transport::Pci,
         root_bus: Some("pci.0"),
-        kernel_params: strs(&["rcupdate.rcu_expedited=1", "reboot=k", "cryptomgr.notests"]),
+        kernel_params: strs(KERNEL_PARAMS),
+        // nvdimm without DAX: Kata turns DAX on only on x86_64 and arm64.
         nvdimm_root_params: Some(strs(&[
             "root=/dev/pmem0p1",
-            "rootflags=dax,data=ordered,errors=remount-ro",
+            "rootflags=data=ordered,errors=remount-ro",
             "ro",
         ])),
         blk_root_params: strs(&["root=/dev/vda1", "ro"]),

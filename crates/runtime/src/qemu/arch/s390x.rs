@@ -1,6 +1,7 @@
 //! s390x: s390-ccw-virtio, every device on CCW.
 
 use super::{Accel, ArchPolicy, strs, user_machine_options};
+
 use crate::config::HypervisorConfig;
 use qemu_config::{Machine, Transport};
 
@@ -11,7 +12,8 @@ pub(super) fn policy(cfg: &HypervisorConfig, accel: Accel) -> ArchPolicy {
         cpu_model: Some(if accel == Accel::Kvm { "host" } else { "max" }.to_string()),
         transport: Transport::Ccw,
         root_bus: None,
-        kernel_params: strs(&["cio_ignore=all,!condev"]),
+        // Kata sets no s390x kernel parameters beyond the console and root.
+        kernel_params: Vec::new(),
         // Never nvdimm: the root is the first virtio-blk disk.
         nvdimm_root_params: None,
         blk_root_params: strs(&["root=/dev/vda1", "ro"]),

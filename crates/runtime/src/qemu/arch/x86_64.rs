@@ -20,6 +20,9 @@ pub const KERNEL_PARAMS: &[&str] = &[
     "pci=lastbus=0",
 ];
 
+/// The TSC rate of a TCG guest (QEMU counts nanoseconds), for microvm.
+pub const TCG_MICROVM_TSC: &str = "tsc_early_khz=1000000";
+
 /// microvm's firmware (Debian's qemu-system-data).
 pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
 
@@ -28,12 +31,20 @@ pub(super) fn policy(cfg: &HypervisorConfig, accel: Accel) -> ArchPolicy {
     let mut machine = Machine::new(cfg.machine_type.clone()).with_accel(accel.as_str());
     let mut kernel_params = strs(KERNEL_PARAMS);
     if microvm {
-        machine = machine
-            .x_option_roms(false)
-            .pit(false)
-            .pic(false)
-            .rtc(false)
-            .isa_serial(false);
+        machine = machine.x_option_roms(false);
+        // Kata turns the legacy PIT and PIC off: under KVM the guest has
+        // kvmclock and the in-kernel irqchip. Under TCG the guest needs the
+        // PIT to calibrate its timers and hangs without it, so QEMU's
+        // defaults stay.
+        if accel == Accel::Kvm {
+            machine = machine.pit(false).pic(false);
+        } else {
+            // microvm has no HPET or PM timer, so a TCG guest can only
+            // calibrate its TSC against the PIT, which fails on a busy host
+            // and then hangs the boot. TCG's TSC runs at 1 GHz: say so.
+            kernel_params.push(TCG_MICROVM_TSC.to_string());
+        }
+        machine = machine.rtc(false).isa_serial(false);
         // microvm has no PCI: drop the PCI-only parameter.
         kernel_params.retain(|p| p != "pci=lastbus=0");
     } else if cfg.iommu {

@@ -1,0 +1,214 @@
+//! Memory backends and PCI topology as built from a config.
+
+use super::*;
+use crate::config::{HostInfo, parse_str};
+use crate::qemu::arch::Accel;
+
+const HOST: HostInfo = HostInfo {
+    cpus: 8,
+    mem_mib: 16384,
+    arch: GuestArch::X86_64,
+};
+
+fn cfg(extra: &str) -> HypervisorConfig {
+    let body = format!(
+        "[hypervisor.qemu]\nkernel = \"/k\"\nshared_fs = \"none\"\ndefault_memory = 512\n{extra}\n"
+    );
+    parse_str(Path::new("/etc/sandvm/t.toml"), &body, &HOST)
+        .unwrap_or_else(|e| panic!("{e}\n{body}"))
+        .config
+}
+
+fn built(c: &HypervisorConfig) -> Config {
+    build(&BuildInput {
+        cfg: c,
+        id: "t",
+        uuid: "00000000-0000-0000-0000-000000000000",
+        dir: Path::new("/run/sandvm/t"),
+        accel: Accel::Tcg,
+        image_size: None,
+    })
+}
+
+fn mem(c: &HypervisorConfig) -> (Option<Object>, Option<String>) {
+    let q = built(c);
+    (
+        q.objects.iter().find(|o| o.id() == MEM_BACKEND_ID).cloned(),
+        q.machine.get("memory-backend").map(String::from),
+    )
+}
+
+#[test]
+fn file_mem_backend_is_a_shared_file_in_that_folder() {
+    let (o, mb) = mem(&cfg("file_mem_backend = \"/var/lib/sandvm-mem\""));
+    assert_eq!(mb.as_deref(), Some(MEM_BACKEND_ID));
+    match o {
+        Some(Object::MemoryBackendFile {
+            mem_path,
+            share,
+            prealloc,
+            size_mib,
+            ..
+        }) => {
+            assert_eq!(mem_path, "/var/lib/sandvm-mem");
+            assert_eq!(share, Some(true));
+            assert!(!prealloc);
+            assert_eq!(size_mib, 512);
+        }
+        o => panic!("{o:?}"),
+    }
+}
+
+#[test]
+fn hugepages_are_preallocated_and_win_over_a_file_backend() {
+    let (o, _) = mem(&cfg("enable_hugepages = true"));
+    match o {
+        Some(Object::MemoryBackendFile {
+            mem_path,
+            share,
+            prealloc,
+            ..
+        }) => {
+            assert_eq!(mem_path, HUGEPAGES_DIR);
+            assert!(prealloc);
+            assert_eq!(
+                share, None,
+                "private unless another process maps guest memory"
+            );
+        }
+        o => panic!("{o:?}"),
+    }
+    let (o, _) = mem(&cfg("enable_hugepages = true\nfile_mem_backend = \"/m\""));
+    match o {
+        Some(Object::MemoryBackendFile {
+            mem_path, share, ..
+        }) => {
+            assert_eq!((mem_path.as_str(), share), (HUGEPAGES_DIR, Some(true)));
+        }
+        o => panic!("{o:?}"),
+    }
+}
+
+#[test]
+fn prealloc_alone_is_preallocated_ram_and_nothing_is_the_default() {
+    let (o, mb) = mem(&cfg("enable_mem_prealloc = true"));
+    assert!(
+        matches!(
+            o,
+            Some(Object::MemoryBackendRam {
+                prealloc: true,
+                size_mib: 512,
+                ..
+            })
+        ),
+        "{o:?}"
+    );
+    assert_eq!(mb.as_deref(), Some(MEM_BACKEND_ID));
+    assert_eq!(mem(&cfg("")), (None, None));
+}
+
+#[test]
+fn virtio_fs_puts_shared_memory_on_dev_shm() {
+    let mut c = cfg("");
+    c.shared_fs.kind = SharedFs::VirtioFs;
+    match memory_backend(&c) {
+        Some(Object::MemoryBackendFile {
+            mem_path, share, ..
+        }) => {
+            assert_eq!((mem_path.as_str(), share), (SHM_DIR, Some(true)));
+        }
+        o => panic!("{o:?}"),
+    }
+}
+
+#[test]
+fn bridges_sit_on_the_root_bus_with_chassis_shpc_and_addr() {
+    let c = cfg("default_bridges = 3\npcie_root_port = 2");
+    let q = built(&c);
+    let bridges: Vec<&PciBridge> = q
+        .devices
+        .iter()
+        .filter_map(|d| match d {
+            Device::PciBridge(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bridges.len(), 3);
+    for (i, b) in bridges.iter().enumerate() {
+        assert_eq!(b.id, format!("pci-bridge-{i}"));
+        assert_eq!(b.bus.as_deref(), Some("pcie.0"));
+        assert_eq!(b.chassis_nr, i as u32 + 1);
+        assert!(b.shpc);
+        assert_eq!(b.addr, Some(format!("{:x}", 2 + i)));
+    }
+    let rps: Vec<&PcieRootPort> = q
+        .devices
+        .iter()
+        .filter_map(|d| match d {
+            Device::PcieRootPort(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rps.len(), 2);
+    assert_eq!(rps[1].chassis, ROOT_PORT_CHASSIS + 1);
+    assert_eq!(rps[1].mem_reserve.as_deref(), Some(ROOT_PORT_MEM_RESERVE));
+    assert_eq!(
+        rps[1].pref64_reserve.as_deref(),
+        Some(ROOT_PORT_PREF64_RESERVE)
+    );
+    let policy = arch::policy(&c, Accel::Tcg);
+    assert_eq!(
+        bridge_ids(&c, &policy),
+        ["pci-bridge-0", "pci-bridge-1", "pci-bridge-2"]
+    );
+    q.validate().unwrap();
+}
+
+#[test]
+fn with_firmware_on_x86_bridges_nest_behind_root_ports() {
+    let c = cfg("firmware = \"/usr/share/ovmf/OVMF.fd\"\ndefault_bridges = 2");
+    let q = built(&c);
+    let topo: Vec<(String, String, Option<String>)> = q
+        .devices
+        .iter()
+        .filter_map(|d| match d {
+            Device::PcieRootPort(r) => Some(("pcie-root-port".into(), r.id.clone(), r.bus.clone())),
+            Device::PciePciBridge(b) => {
+                Some(("pcie-pci-bridge".into(), b.id.clone(), b.bus.clone()))
+            }
+            Device::PciBridge(b) => Some(("pci-bridge".into(), b.id.clone(), b.bus.clone())),
+            _ => None,
+        })
+        .collect();
+    let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), Some(c.to_string()));
+    assert_eq!(
+        topo,
+        [
+            s("pcie-root-port", "pci-bridge-0-rp", "pcie.0"),
+            s("pcie-pci-bridge", "pci-bridge-0", "pci-bridge-0-rp"),
+            s("pcie-root-port", "pci-bridge-1-rp", "pcie.0"),
+            s("pcie-pci-bridge", "pci-bridge-1", "pci-bridge-1-rp"),
+        ]
+    );
+    q.validate().unwrap();
+    // The hotplug buses are the pcie-pci-bridges, under the same ids.
+    let policy = arch::policy(&c, Accel::Tcg);
+    assert_eq!(bridge_ids(&c, &policy), ["pci-bridge-0", "pci-bridge-1"]);
+    // Not on other arches: aarch64 with firmware keeps plain bridges.
+    let mut a = c.clone();
+    a.guest_arch = GuestArch::Aarch64;
+    a.machine_type = "virt".into();
+    assert!(!nested_bridges(&a, &arch::policy(&a, Accel::Tcg)));
+}
+
+#[test]
+fn pvpanic_is_rendered_with_a_dump_path_on_x86() {
+    let q = built(&cfg("guest_memory_dump_path = \"/var/crash\""));
+    assert!(q.devices.iter().any(|d| d.driver() == "pvpanic"));
+    assert!(
+        !built(&cfg(""))
+            .devices
+            .iter()
+            .any(|d| d.driver() == "pvpanic")
+    );
+}
