@@ -55,6 +55,8 @@ pub struct Config {
     pub sandbox: Option<Sandbox>,
     /// `-incoming`.
     pub incoming: Option<Incoming>,
+    /// `-action event=action`, e.g. `("panic", "pause")`, in order.
+    pub actions: Vec<(String, String)>,
     /// `-add-fd`.
     pub add_fds: Vec<AddFd>,
     /// QMP monitors (`-chardev socket` + `-mon mode=control`).
@@ -108,6 +110,7 @@ impl Config {
             pidfile: None,
             sandbox: None,
             incoming: None,
+            actions: Vec::new(),
             add_fds: Vec::new(),
             qmp: Vec::new(),
             chardevs: Vec::new(),
@@ -194,6 +197,11 @@ impl Config {
         if let Some(s) = &self.sandbox {
             a.push(Opt("-sandbox", s.render()));
         }
+        a.extend(
+            self.actions
+                .iter()
+                .map(|(event, action)| Opt("-action", OptList::empty().kv(event, action).finish())),
+        );
         a.extend(self.add_fds.iter().map(|f| Opt("-add-fd", f.render())));
         for q in &self.qmp {
             a.push(Opt("-chardev", q.render_chardev()));

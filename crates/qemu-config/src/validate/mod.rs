@@ -176,8 +176,39 @@ impl<'a> Objects<'a> {
     }
 }
 
+/// `-action`: QEMU's events and the action names it takes.
+fn check_actions(c: &Config) -> Result<(), E> {
+    for (event, action) in &c.actions {
+        let ok = match event.as_str() {
+            "reboot" => ["reset", "shutdown"].contains(&action.as_str()),
+            "shutdown" => ["poweroff", "pause"].contains(&action.as_str()),
+            "panic" => ["pause", "shutdown", "exit-failure", "none"].contains(&action.as_str()),
+            "watchdog" => [
+                "reset",
+                "shutdown",
+                "poweroff",
+                "pause",
+                "debug",
+                "none",
+                "inject-nmi",
+            ]
+            .contains(&action.as_str()),
+            _ => false,
+        };
+        if !ok {
+            return Err(E::InvalidValue {
+                field: "-action".into(),
+                value: format!("{event}={action}"),
+                reason: "not an event and action QEMU knows",
+            });
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn validate(c: &Config) -> Result<(), E> {
     check_chars(c)?;
+    check_actions(c)?;
     check_machine_cpu(c)?;
     check_memory(c)?;
 
@@ -875,5 +906,18 @@ mod tests {
             script_none: false,
         });
         assert!(matches!(err(&c), E::Conflict { .. }));
+    }
+
+    #[test]
+    fn actions_are_checked_and_rendered() {
+        let mut c = Config::new(Machine::new("q35"), Smp::new(1), Memory::new(128));
+        c.actions.push(("panic".into(), "pause".into()));
+        c.validate().unwrap();
+        let argv = c.to_args();
+        let i = argv.iter().position(|a| a == "-action").unwrap();
+        assert_eq!(argv[i + 1], "panic=pause");
+        c.actions
+            .push(("panic".into(), "pause,reboot=shutdown".into()));
+        assert!(matches!(c.validate(), Err(E::InvalidValue { .. })));
     }
 }

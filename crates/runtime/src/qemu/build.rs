@@ -15,6 +15,25 @@ pub const QMP_FD: i32 = 3;
 pub const QMP_ID: &str = "qmp";
 /// Chardev id of the console.
 pub const CONSOLE_CHARDEV: &str = "charconsole0";
+/// Chardev id of the supervisor's events monitor.
+pub const EVENTS_ID: &str = "events";
+
+/// The QMP monitor on fd 3, and the supervisor's events monitor on fd 4
+/// when the config needs a supervisor.
+pub fn qmp_monitors(cfg: &HypervisorConfig) -> Vec<QmpMonitor> {
+    let mut v = vec![QmpMonitor {
+        id: QMP_ID.into(),
+        socket: QmpSocket::Fd(QMP_FD),
+    }];
+    if crate::supervise::needed(cfg) {
+        v.push(QmpMonitor {
+            id: EVENTS_ID.into(),
+            socket: QmpSocket::Fd(QMP_FD + 1),
+        });
+    }
+    v
+}
+
 /// Id of the boot memory backend when memory is file-backed.
 pub const MEM_BACKEND_ID: &str = "dimm1";
 /// Id of the SCSI controller (Kata's).
@@ -329,10 +348,13 @@ pub fn build(inp: &BuildInput<'_>) -> Config {
             .and_then(|s| parse_sandbox(s).ok()),
         incoming: None,
         add_fds: Vec::new(),
-        qmp: vec![QmpMonitor {
-            id: QMP_ID.into(),
-            socket: QmpSocket::Fd(QMP_FD),
-        }],
+        qmp: qmp_monitors(cfg),
+        actions: if crate::supervise::needed(cfg) {
+            // Keep a panicked guest until the supervisor has dumped it.
+            vec![("panic".into(), "pause".into())]
+        } else {
+            Vec::new()
+        },
         chardevs,
         serials,
         netdevs: Vec::new(),

@@ -32,39 +32,45 @@ pub fn stderr_tail(log: &Path) -> String {
     String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
 
-/// Bind the QMP listener at `path` (removing a stale socket).
+/// Bind a listener QEMU will inherit (QMP or events) at `path`, removing a stale socket.
 pub fn bind_qmp(path: &Path) -> Result<UnixListener> {
     let _ = std::fs::remove_file(path);
     UnixListener::bind(path).map_err(HypervisorError::io(format!("bind {}", path.display())))
 }
 
-/// In the child, before exec: new session, the QMP listener on fd 3, every
-/// other fd above 3 marked close-on-exec, then the configured identity.
-fn child_setup(listener: RawFd, identity: Option<&user::Identity>) -> std::io::Result<()> {
+/// Most listening sockets QEMU inherits (QMP, then the supervisor's events monitor).
+pub const MAX_LISTENERS: usize = 2;
+
+/// In the child, before exec: new session, the listeners on fds 3, 4, ... in
+/// order, every other fd above them marked close-on-exec, then the configured
+/// identity. Allocates nothing (runs between fork and exec).
+fn child_setup(
+    listeners: [RawFd; MAX_LISTENERS],
+    count: usize,
+    identity: Option<&user::Identity>,
+) -> std::io::Result<()> {
+    use nix::fcntl::{FcntlArg, fcntl};
     nix::unistd::setsid().map_err(std::io::Error::from)?;
-    if listener == QMP_FD {
-        // dup2 onto itself keeps CLOEXEC: clear it instead.
-        nix::fcntl::fcntl(
-            listener,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-        )
-        .map_err(std::io::Error::from)?;
-    } else {
-        // SAFETY: dup2 on two fd numbers; async-signal-safe and touches no memory.
-        #[allow(unsafe_code)]
-        let r = unsafe { libc::dup2(listener, QMP_FD) };
-        if r < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+    // Move every listener out of the way first, so that moving one onto its
+    // target number can never clobber another that sits there.
+    let mut high: [RawFd; MAX_LISTENERS] = [-1; MAX_LISTENERS];
+    for i in 0..count {
+        high[i] =
+            fcntl(listeners[i], FcntlArg::F_DUPFD_CLOEXEC(64)).map_err(std::io::Error::from)?;
     }
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on fds >= 4;
-    // async-signal-safe. Older kernels return ENOSYS/EINVAL and every fd we
-    // opened is already O_CLOEXEC, so a failure is harmless.
+    for (i, fd) in high.iter().enumerate().take(count) {
+        // dup2 leaves the target without CLOEXEC: QEMU inherits exactly these.
+        nix::unistd::dup2(*fd, QMP_FD + i as RawFd).map_err(std::io::Error::from)?;
+    }
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on the fds
+    // above the listeners; async-signal-safe. Older kernels return
+    // ENOSYS/EINVAL and every fd we opened is already O_CLOEXEC, so a failure
+    // is harmless.
     #[allow(unsafe_code)]
     unsafe {
         libc::syscall(
             libc::SYS_close_range,
-            (QMP_FD + 1) as libc::c_uint,
+            (QMP_FD + count as RawFd) as libc::c_uint,
             libc::c_uint::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
         );
@@ -98,7 +104,7 @@ pub fn prepare(cfg: &HypervisorConfig, dir: &Path) -> Result<()> {
 pub fn spawn(
     cfg: &HypervisorConfig,
     args: &[String],
-    listener: &UnixListener,
+    listeners: &[&UnixListener],
     log: &Path,
 ) -> Result<i32> {
     let qemu = cfg.qemu_path.as_path();
@@ -110,7 +116,16 @@ pub fn spawn(
     let errf = logf
         .try_clone()
         .map_err(HypervisorError::io(log.display()))?;
-    let fd = listener.as_raw_fd();
+    if listeners.len() > MAX_LISTENERS {
+        return Err(HypervisorError::Host(format!(
+            "at most {MAX_LISTENERS} listeners can be passed to QEMU"
+        )));
+    }
+    let mut fds: [RawFd; MAX_LISTENERS] = [-1; MAX_LISTENERS];
+    for (slot, l) in fds.iter_mut().zip(listeners) {
+        *slot = l.as_raw_fd();
+    }
+    let count = listeners.len();
     let identity = cfg.qemu_user.as_ref().map(user::Identity::from);
     let mut cmd = std::process::Command::new(qemu);
     cmd.args(args)
@@ -122,7 +137,7 @@ pub fn spawn(
     // fork, and allocates nothing.
     #[allow(unsafe_code)]
     unsafe {
-        cmd.pre_exec(move || child_setup(fd, identity.as_ref()));
+        cmd.pre_exec(move || child_setup(fds, count, identity.as_ref()));
     }
     // The exec label is per thread and for the next exec only; the guard puts
     // the previous one back as soon as QEMU is spawned.

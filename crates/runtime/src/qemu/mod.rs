@@ -330,8 +330,16 @@ impl Qemu {
         let qmp_path = dir.file(files::QMP);
         let log = dir.file(files::QEMU_LOG);
         let listener = launch::bind_qmp(&qmp_path)?;
+        let events = if crate::supervise::needed(&cfg) {
+            Some(launch::bind_qmp(&dir.file(files::EVENTS))?)
+        } else {
+            None
+        };
         launch::prepare(&cfg, dir.path())?;
-        let pid = launch::spawn(&cfg, &args, &listener, &log)?;
+        let listeners: Vec<&std::os::unix::net::UnixListener> =
+            std::iter::once(&listener).chain(events.as_ref()).collect();
+        let pid = launch::spawn(&cfg, &args, &listeners, &log)?;
+        drop(events);
         drop(listener);
         let spawn_ms = t0.elapsed().as_secs_f64() * 1e3;
         let ticks = process::start_ticks(pid);
