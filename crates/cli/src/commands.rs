@@ -197,6 +197,7 @@ pub async fn dispatch(cmd: Cmd, root: StateRoot) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Stats { id, json } => crate::stats::run(root, &id, json).await,
         Cmd::Supervise { id } => {
             let st = Qemu::peek(&root, &id)?;
             runtime::supervise::run(&root.sandbox_dir(&id), &id, &st.config).await?;

@@ -6,6 +6,7 @@
 mod check;
 mod commands;
 mod console;
+mod stats;
 
 use clap::{Parser, Subcommand};
 use runtime::state::StateRoot;
@@ -117,6 +118,14 @@ enum Cmd {
         /// Seconds to wait for --expect.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+    },
+    /// CPU time, RSS and PSS of QEMU and every helper process, and the vCPU thread ids.
+    Stats {
+        /// Sandbox id.
+        id: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
     },
     /// Internal: watch a sandbox's QMP events (started by `start` and `run`).
     #[command(name = "__supervise", hide = true)]

@@ -8,6 +8,7 @@ pub mod process;
 pub mod qemu;
 pub mod security;
 pub mod state;
+pub mod stats;
 pub mod supervise;
 
 pub use hypervisor::{Hypervisor, HypervisorError};

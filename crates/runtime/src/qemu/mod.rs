@@ -276,6 +276,21 @@ impl Qemu {
         Ok(())
     }
 
+    /// The sandbox's live processes by role: QEMU, then its helpers
+    /// (supervisor, daemons). For stats and leak checks.
+    pub fn processes(&self) -> Vec<(String, i32)> {
+        let mut v = Vec::new();
+        if let Some(pid) = self.live_pid() {
+            v.push(("qemu".to_string(), pid));
+        }
+        if let Some(pid) = self.state.as_ref().and_then(|s| s.supervisor_pid)
+            && process::alive(pid, None)
+        {
+            v.push(("supervisor".to_string(), pid));
+        }
+        v
+    }
+
     /// Record the supervisor process watching this sandbox (see [`crate::supervise`]).
     pub fn set_supervisor(&mut self, pid: i32) -> Result<()> {
         if let Some(st) = self.state.as_mut() {
