@@ -130,6 +130,7 @@ pub async fn dispatch(cmd: Cmd, root: StateRoot) -> Result<ExitCode> {
                     "id": st.id, "state": st.state.to_string(), "pid": st.pid,
                     "uuid": st.uuid, "accelerator": st.accelerator,
                     "dir": root.sandbox_dir(&id), "config": st.config.source,
+                    "ports": st.ports,
                 });
                 println!("{v}");
             } else {
@@ -141,6 +142,14 @@ pub async fn dispatch(cmd: Cmd, root: StateRoot) -> Result<ExitCode> {
                 );
                 println!("accelerator: {}", st.accelerator.as_deref().unwrap_or("-"));
                 println!("dir:         {}", root.sandbox_dir(&id).display());
+                for p in &st.ports {
+                    println!(
+                        "port:        127.0.0.1:{} -> guest {} ({})",
+                        p.host,
+                        p.guest,
+                        p.protocol.as_str()
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -213,13 +222,13 @@ pub async fn dispatch(cmd: Cmd, root: StateRoot) -> Result<ExitCode> {
     }
 }
 
-async fn stop(root: &StateRoot, id: &str, force: bool, grace: u64) -> Result<ExitCode> {
+async fn stop(root: &StateRoot, id: &str, force: bool, grace: Option<u64>) -> Result<ExitCode> {
     match Qemu::attach(root.clone(), id).await {
         Ok(mut q) => {
-            let mode = if force {
-                StopMode::Force
-            } else {
-                StopMode::Graceful(Duration::from_secs(grace))
+            let mode = match (force, grace) {
+                (true, _) => StopMode::Force,
+                (false, Some(g)) => StopMode::Graceful(Duration::from_secs(g)),
+                (false, None) => q.graceful_mode(),
             };
             q.stop_with(mode).await?;
         }
@@ -270,8 +279,7 @@ async fn run(
     let mut stop_ms = None;
     if !keep {
         let t1 = Instant::now();
-        q.stop_with(StopMode::Graceful(Duration::from_secs(5)))
-            .await?;
+        q.stop_with(q.graceful_mode()).await?;
         stop_ms = Some(t1.elapsed().as_secs_f64() * 1e3);
     }
     if json {

@@ -77,9 +77,10 @@ enum Cmd {
         /// Kill at once; also cleans up a sandbox whose state is corrupt.
         #[arg(long)]
         force: bool,
-        /// Seconds to wait after the ACPI powerdown before killing.
-        #[arg(long, default_value_t = 5)]
-        grace: u64,
+        /// Seconds to wait after the ACPI powerdown before killing
+        /// (default: the config's graceful_shutdown_timeout).
+        #[arg(long)]
+        grace: Option<u64>,
     },
     /// Pause a running sandbox.
     Pause {

@@ -417,6 +417,9 @@ pub struct SandboxState {
     /// The supervisor's pid, when one runs (see [`crate::supervise`]).
     #[serde(default)]
     pub supervisor_pid: Option<i32>,
+    /// Port forwards with the host ports QEMU actually bound.
+    #[serde(default)]
+    pub ports: Vec<crate::config::extras::PortForward>,
     /// The accelerator actually used.
     pub accelerator: Option<String>,
     /// The argv QEMU was started with.

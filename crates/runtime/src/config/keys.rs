@@ -72,6 +72,10 @@ pub const QEMU_KEYS: &[&str] = &[
     "qemu_gid",
     "qemu_groups",
     "selinux_label",
+    "graceful_shutdown_timeout",
+    "qemu_extra_args",
+    "fw_cfg",
+    "port_map",
 ];
 
 /// Keys of `[factory]` that sandvm reads.

@@ -5,6 +5,7 @@
 //!           ──validate──> HypervisorConfig (checked, typed, paths resolved)
 //! ```
 
+pub mod extras;
 mod keys;
 mod raw;
 mod types;
@@ -250,6 +251,13 @@ impl HypervisorConfig {
         }
         for (i, p) in self.pflashes.iter().enumerate() {
             need.push((format!("hypervisor.qemu.pflashes[{i}]"), p));
+        }
+        if let Some((i, p)) = extras::missing_fw_cfg_file(&self.extras) {
+            return Err(ConfigError::Invalid {
+                file: file.clone(),
+                key: format!("hypervisor.qemu.fw_cfg[{i}]"),
+                reason: format!("{} does not exist", p.display()),
+            });
         }
         for (key, p) in need {
             if !p.exists() {

@@ -138,6 +138,14 @@ pub struct RawQemu {
     pub qemu_groups: Option<Vec<i64>>,
     /// sandvm: SELinux exec label for QEMU.
     pub selinux_label: Option<String>,
+    /// sandvm: seconds between the ACPI powerdown and the kill on stop.
+    pub graceful_shutdown_timeout: Option<i64>,
+    /// sandvm: raw QEMU arguments after ours, unchecked.
+    pub qemu_extra_args: Option<Vec<String>>,
+    /// sandvm: fw_cfg blobs.
+    pub fw_cfg: Option<Vec<super::extras::RawFwCfg>>,
+    /// sandvm: port forwards on a user-mode NIC.
+    pub port_map: Option<Vec<super::extras::RawPortMap>>,
 }
 
 /// The `[factory]` table.

@@ -296,4 +296,6 @@ pub struct HypervisorConfig {
     /// SELinux exec label for QEMU (used when the host has SELinux enabled).
     #[serde(default)]
     pub selinux_label: Option<String>,
+    /// sandvm: port forwards, graceful-shutdown timeout, fw_cfg blobs, extra args.
+    pub extras: super::extras::Extras,
 }

@@ -282,6 +282,14 @@ pub fn build(inp: &BuildInput<'_>) -> Config {
         globals.push(Global::new("virtio-pci", "iommu_platform", "on"));
     }
 
+    let mut netdevs = Vec::new();
+    if !cfg.extras.port_map.is_empty()
+        && let Some((netdev, nic)) = super::extras::user_net(cfg, t, inp.uuid, devno.next(t))
+    {
+        netdevs.push(netdev);
+        devices.push(nic);
+    }
+
     let smp = Smp {
         cpus: cfg.vcpus,
         sockets: Some(cfg.max_vcpus),
@@ -329,7 +337,7 @@ pub fn build(inp: &BuildInput<'_>) -> Config {
         }),
         bios,
         pflash,
-        fw_cfg: Vec::new(),
+        fw_cfg: super::extras::fw_cfg(cfg),
         knobs: Knobs {
             no_user_config: true,
             nodefaults: true,
@@ -357,11 +365,11 @@ pub fn build(inp: &BuildInput<'_>) -> Config {
         },
         chardevs,
         serials,
-        netdevs: Vec::new(),
+        netdevs,
         devices,
         drives: Vec::new(),
         tpmdevs: Vec::new(),
-        extra_args: Vec::new(),
+        extra_args: cfg.extras.extra_args.clone(),
     }
 }
 

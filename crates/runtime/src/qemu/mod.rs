@@ -2,6 +2,7 @@
 
 pub mod arch;
 pub mod build;
+pub mod extras;
 mod launch;
 pub mod pci;
 
@@ -276,6 +277,15 @@ impl Qemu {
         Ok(())
     }
 
+    /// The stop mode the config asks for: ACPI powerdown with the
+    /// `graceful_shutdown_timeout` grace, or a kill at once when it is 0.
+    pub fn graceful_mode(&self) -> StopMode {
+        match self.config.extras.graceful_shutdown_secs {
+            0 => StopMode::Force,
+            n => StopMode::Graceful(Duration::from_secs(n.into())),
+        }
+    }
+
     /// The sandbox's live processes by role: QEMU, then its helpers
     /// (supervisor, daemons). For stats and leak checks.
     pub fn processes(&self) -> Vec<(String, i32)> {
@@ -375,6 +385,12 @@ impl Qemu {
         self.save()?;
         let client = launch::wait_qmp(pid, &qmp_path, &log, timeout).await?;
         let qmp_ready_ms = t0.elapsed().as_secs_f64() * 1e3;
+        if !cfg.extras.port_map.is_empty() {
+            let ports = extras::bound_ports(&client).await?;
+            if let Some(st) = self.state.as_mut() {
+                st.ports = ports;
+            }
+        }
         self.qmp = Some(client);
         self.set_state(VmState::Running)?;
         info!(id, pid, accel = decision.accel.as_str(), reason = %decision.reason, qmp_ready_ms, "sandbox started");
@@ -411,6 +427,7 @@ impl Hypervisor for Qemu {
             pid: None,
             pid_start_ticks: None,
             supervisor_pid: None,
+            ports: Vec::new(),
             accelerator: None,
             argv: Vec::new(),
             config: self.config.clone(),
@@ -451,7 +468,7 @@ impl Hypervisor for Qemu {
         let mode = if wait_only {
             StopMode::WaitOnly(DEFAULT_POWERDOWN_GRACE)
         } else {
-            StopMode::Graceful(DEFAULT_POWERDOWN_GRACE)
+            self.graceful_mode()
         };
         self.stop_with(mode).await
     }
