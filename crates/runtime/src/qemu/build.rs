@@ -312,11 +312,18 @@ pub fn build(inp: &BuildInput<'_>) -> Config {
             unit: i as u32,
         });
     }
-    let bios = cfg
-        .firmware
-        .as_deref()
-        .map(s)
-        .or_else(|| policy.default_bios.map(String::from));
+    // UEFI: firmware plus firmware_volume become the OVMF code (read-only)
+    // and a per-sandbox copy of the vars, so the template is never written.
+    let uefi = uefi_pflash(cfg, inp.dir);
+    let bios = if uefi.is_empty() {
+        cfg.firmware
+            .as_deref()
+            .map(s)
+            .or_else(|| policy.default_bios.map(String::from))
+    } else {
+        pflash.extend(uefi);
+        None
+    };
 
     Config {
         name: Some(format!("sandbox-{}", inp.id)),
@@ -370,6 +377,29 @@ pub fn build(inp: &BuildInput<'_>) -> Config {
         drives: Vec::new(),
         tpmdevs: Vec::new(),
         extra_args: cfg.extras.extra_args.clone(),
+    }
+}
+
+/// The sandbox's copy of the UEFI vars (made from `firmware_volume` at start).
+pub const EFI_VARS: &str = "efivars.fd";
+
+/// OVMF as two pflash drives: the code read-only, the sandbox's vars copy
+/// writable. Empty unless both `firmware` and `firmware_volume` are set.
+pub fn uefi_pflash(cfg: &HypervisorConfig, dir: &Path) -> Vec<Pflash> {
+    match (&cfg.firmware, &cfg.firmware_volume) {
+        (Some(code), Some(_)) => vec![
+            Pflash {
+                file: s(code),
+                readonly: true,
+                unit: 0,
+            },
+            Pflash {
+                file: s(&dir.join(EFI_VARS)),
+                readonly: false,
+                unit: 1,
+            },
+        ],
+        _ => Vec::new(),
     }
 }
 

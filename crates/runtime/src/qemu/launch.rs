@@ -86,6 +86,17 @@ fn child_setup(
 /// log to QEMU's identity when one is configured.
 pub fn prepare(cfg: &HypervisorConfig, dir: &Path) -> Result<()> {
     security::warn_bpf_jit(cfg.seccomp_sandbox.is_some());
+    if let (Some(_), Some(vars)) = (&cfg.firmware, &cfg.firmware_volume) {
+        // The vars template is copied once per sandbox and never written.
+        let copy = dir.join(super::build::EFI_VARS);
+        if !copy.exists() {
+            std::fs::copy(vars, &copy).map_err(HypervisorError::io(format!(
+                "copy {} to {}",
+                vars.display(),
+                copy.display()
+            )))?;
+        }
+    }
     if let Some(u) = &cfg.qemu_user {
         let log = dir.join(files::QEMU_LOG);
         std::fs::OpenOptions::new()
@@ -93,8 +104,12 @@ pub fn prepare(cfg: &HypervisorConfig, dir: &Path) -> Result<()> {
             .append(true)
             .open(&log)
             .map_err(HypervisorError::io(log.display()))?;
-        user::prepare_dir(dir, &[files::QMP, files::QEMU_LOG], u)
-            .map_err(|e| HypervisorError::Host(e.to_string()))?;
+        user::prepare_dir(
+            dir,
+            &[files::QMP, files::QEMU_LOG, super::build::EFI_VARS],
+            u,
+        )
+        .map_err(|e| HypervisorError::Host(e.to_string()))?;
     }
     Ok(())
 }
