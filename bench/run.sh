@@ -16,3 +16,9 @@ bench/.venv/bin/python bench/qmp_bench.py
 
 echo "== Launch overhead and cold boot: sandvm vs raw QEMU with the same argv"
 python3 bench/boot_bench.py --rounds "${BOOT_ROUNDS:-5}"
+
+echo "== VM templating: clone vs cold boot (time to shell, PSS of five)"
+python3 bench/template_bench.py --rounds "${TEMPLATE_ROUNDS:-5}"
+
+echo "== Hotplug latency: from the call until the guest sees the change"
+python3 bench/hotplug_bench.py --rounds "${HOTPLUG_ROUNDS:-5}"

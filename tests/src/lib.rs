@@ -24,6 +24,13 @@ pub fn qemu(bin: &str) -> PathBuf {
     p
 }
 
+/// A daemon `make setup` builds into tools/bin (virtiofsd, nydusd), or a failure that says so.
+pub fn tool(name: &str) -> PathBuf {
+    let p = repo().join("tools/bin").join(name);
+    assert!(p.exists(), "{} is missing: run `make setup`", p.display());
+    p
+}
+
 /// The test guest's assets, or a failure that says `make guest`.
 pub struct Guest {
     pub kernel: PathBuf,
@@ -123,11 +130,30 @@ impl Env {
 
     /// Write a config file into the root; `extra` lines are appended to [hypervisor.qemu].
     pub fn config(&self, name: &str, extra: &str) -> PathBuf {
+        self.config_fs(name, "shared_fs = \"none\"\n", extra)
+    }
+
+    /// As [`Env::config`] with a shared filesystem served by one of the
+    /// project's daemons (`virtiofsd` or `nydusd`, from `make setup`).
+    pub fn config_shared(&self, name: &str, daemon: &str, extra: &str) -> PathBuf {
+        let kind = if daemon == "nydusd" {
+            "virtio-fs-nydus"
+        } else {
+            "virtio-fs"
+        };
+        let fs = format!(
+            "shared_fs = \"{kind}\"\nvirtio_fs_daemon = \"{}\"\n",
+            tool(daemon).display()
+        );
+        self.config_fs(name, &fs, extra)
+    }
+
+    fn config_fs(&self, name: &str, fs: &str, extra: &str) -> PathBuf {
         let g = guest();
         let body = format!(
             "[hypervisor.qemu]\npath = \"{}\"\nkernel = \"{}\"\ninitrd = \"{}\"\n\
              default_vcpus = 1\ndefault_maxvcpus = 2\ndefault_memory = 256\ndefault_maxmemory = 1024\n\
-             shared_fs = \"none\"\nblock_device_aio = \"threads\"\naccelerator = \"tcg\"\n{extra}\n",
+             {fs}block_device_aio = \"threads\"\naccelerator = \"tcg\"\n{extra}\n",
             qemu("qemu-system-x86_64").display(),
             g.kernel.display(),
             g.initrd.display(),
@@ -149,10 +175,18 @@ impl Env {
             .unwrap_or_default()
     }
 
-    /// The leak check: no process whose command line mentions this root, no
-    /// sandbox folder and no socket under it.
+    /// The leak check: no process whose command line mentions this root (no
+    /// QEMU, supervisor, virtiofsd or nydusd), no sandbox folder and no socket under it.
     pub fn assert_clean(&self) {
         let procs = processes_mentioning(&self.root);
+        let daemons: Vec<_> = procs
+            .iter()
+            .filter(|(_, c)| c.contains("virtiofsd") || c.contains("nydusd"))
+            .collect();
+        assert!(
+            daemons.is_empty(),
+            "shared-fs daemons left behind: {daemons:?}"
+        );
         assert!(procs.is_empty(), "processes left behind: {procs:?}");
         assert!(
             self.sandboxes().is_empty(),

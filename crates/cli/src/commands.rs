@@ -95,11 +95,11 @@ pub async fn dispatch(cmd: Cmd, root: StateRoot) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Create { config, id } => {
+        Cmd::Create { config, id, share } => {
             let cfg = load_config(&config)?;
             let id = id.unwrap_or_else(new_id);
             let mut q = Qemu::new(root, cfg);
-            q.create_vm(&id, CreateOptions::default()).await?;
+            q.create_vm(&id, CreateOptions { share }).await?;
             println!("{id}");
             Ok(ExitCode::SUCCESS)
         }
@@ -206,6 +206,8 @@ pub async fn dispatch(cmd: Cmd, root: StateRoot) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Template { action } => crate::template::run(action, root).await,
+        Cmd::Hotplug(c) => crate::hotplug::run(c, root).await,
         Cmd::Stats { id, json } => crate::stats::run(root, &id, json).await,
         Cmd::Supervise { id } => {
             let st = Qemu::peek(&root, &id)?;
@@ -264,13 +266,28 @@ async fn run(
     };
     spawn_supervisor(root, &mut q)?;
     let console = q.get_vm_console().await?;
-    let ready = crate::console::wait_ready(
-        &console.socket,
-        &console.log,
-        READY_LINE,
-        Duration::from_secs(timeout),
-    )
-    .await;
+    let is_clone =
+        q.state().and_then(|s| s.template) == Some(runtime::qemu::template::TemplateRole::Clone);
+    let ready = if is_clone {
+        // A clone resumes a guest that printed its ready line in the template:
+        // prove its shell answers instead.
+        crate::console::send_expect(
+            &console.socket,
+            Some("echo SANDVM-CLONE-$((40+2))"),
+            Some("SANDVM-CLONE-42"),
+            Duration::from_secs(timeout),
+        )
+        .await
+        .map(drop)
+    } else {
+        crate::console::wait_ready(
+            &console.socket,
+            &console.log,
+            READY_LINE,
+            Duration::from_secs(timeout),
+        )
+        .await
+    };
     let guest_ready_ms = t0.elapsed().as_secs_f64() * 1e3;
     if let Err(e) = ready {
         let _ = q.stop_with(StopMode::Force).await;

@@ -6,7 +6,9 @@
 mod check;
 mod commands;
 mod console;
+mod hotplug;
 mod stats;
+mod template;
 
 use clap::{Parser, Subcommand};
 use runtime::state::StateRoot;
@@ -29,6 +31,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Hotplug and resize: resize-memory, resize-vcpus, hotplug, unplug, devices.
+    #[command(flatten)]
+    Hotplug(hotplug::HotplugCmd),
     /// Print the host's fingerprint: QEMU, KVM, hugepages, SELinux, seccomp, virtiofsd, state root.
     Check {
         /// Config whose QEMU and daemon paths to check.
@@ -61,6 +66,15 @@ enum Cmd {
         /// Sandbox id (default: generated).
         #[arg(long)]
         id: Option<String>,
+        /// Host folder shared with the guest (virtio-fs, tag kataShared;
+        /// default: the sandbox's own shared/ folder).
+        #[arg(long)]
+        share: Option<PathBuf>,
+    },
+    /// VM templating: build or remove the template of a config's [factory] template_path.
+    Template {
+        #[command(subcommand)]
+        action: template::TemplateCmd,
     },
     /// Start a created sandbox.
     Start {

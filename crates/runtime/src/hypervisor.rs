@@ -173,6 +173,29 @@ pub enum DeviceSpec {
         /// MAC address.
         mac: Option<String>,
     },
+    /// A tap the caller opened (its fd is passed to QEMU; ours is closed after).
+    NetFd {
+        /// Device id (empty: generated).
+        id: String,
+        /// The tap fd.
+        fd: std::sync::Arc<std::os::fd::OwnedFd>,
+        /// MAC address (default: random, locally administered).
+        mac: Option<String>,
+    },
+    /// vhost-vsock with a guest CID.
+    Vsock {
+        /// Device id (empty: generated).
+        id: String,
+        /// The guest's context id (at least 3).
+        guest_cid: u32,
+    },
+    /// A host PCI device through VFIO (untested on hardware).
+    Vfio {
+        /// Device id (empty: generated).
+        id: String,
+        /// Host PCI address (`0000:01:00.0`) or `/sys/bus/pci/devices/...` path.
+        host: String,
+    },
 }
 
 /// The operations a shim drives.

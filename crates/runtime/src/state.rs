@@ -431,6 +431,15 @@ pub struct SandboxState {
     /// Hotplug slots on the PCI bridges (empty in files from older builds).
     #[serde(default)]
     pub pci: crate::qemu::pci::SlotAllocator,
+    /// The shared filesystem and its daemon (virtiofsd or nydusd), if any.
+    #[serde(default)]
+    pub fs: Option<crate::qemu::daemons::FsState>,
+    /// The sandbox's part in VM templating, if any.
+    #[serde(default)]
+    pub template: Option<crate::qemu::template::TemplateRole>,
+    /// What was hotplugged (devices, vCPUs, virtio-mem), so any process can undo it.
+    #[serde(default)]
+    pub hotplug: crate::qemu::hotplug::HotplugState,
 }
 
 #[cfg(test)]

@@ -194,15 +194,6 @@ impl HypervisorConfig {
                 reason: format!("{reason} is not supported by sandvm yet"),
             })
         };
-        if self.shared_fs.kind != SharedFs::None {
-            return no(
-                "shared_fs",
-                "a shared filesystem (virtio-fs; set shared_fs = \"none\")",
-            );
-        }
-        if self.virtio_mem {
-            return no("enable_virtio_mem", "virtio-mem memory hotplug");
-        }
         if self.rootless {
             return no(
                 "rootless",
@@ -212,19 +203,11 @@ impl HypervisorConfig {
         if self.vhost_user_store {
             return no("enable_vhost_user_store", "vhost-user block storage");
         }
-        if self.hot_plug_vfio != VfioPort::NoPort {
-            return no("hot_plug_vfio", "VFIO hotplug");
-        }
         if self.cold_plug_vfio != VfioPort::NoPort {
             return no("cold_plug_vfio", "VFIO cold plug");
         }
-        if self.factory.enable_template {
-            return Err(ConfigError::Invalid {
-                file,
-                key: "factory.enable_template".into(),
-                reason: "VM templating is not supported by sandvm yet".into(),
-            });
-        }
+        // Shared filesystems (virtiofsd, nydusd) and templating are built:
+        // see qemu::daemons and qemu::template.
         Ok(())
     }
 

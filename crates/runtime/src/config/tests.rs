@@ -264,25 +264,22 @@ internetworking_model = "tcfilter"
 
 #[test]
 fn features_not_built_yet_are_refused_by_key() {
+    // virtio-fs (the default) and templating are built now.
     let c = parse(&minimal("")).unwrap().config;
-    let e = c.check_supported().unwrap_err();
-    assert!(e.to_string().contains("hypervisor.qemu.shared_fs"), "{e}");
+    c.check_supported().unwrap();
+    // virtio-mem and VFIO hotplug are built too (qemu::hotplug).
+    for body in ["enable_virtio_mem = true", "hot_plug_vfio = \"root-port\""] {
+        let c = parse(&minimal(body)).unwrap().config;
+        c.check_supported().unwrap();
+    }
     for (body, key) in [
-        (
-            "shared_fs = \"none\"\nenable_virtio_mem = true",
-            "hypervisor.qemu.enable_virtio_mem",
-        ),
         (
             "shared_fs = \"none\"\nrootless = true",
             "hypervisor.qemu.rootless",
         ),
         (
-            "shared_fs = \"none\"\nhot_plug_vfio = \"root-port\"",
-            "hypervisor.qemu.hot_plug_vfio",
-        ),
-        (
-            "shared_fs = \"none\"\n[factory]\nenable_template = true",
-            "factory.enable_template",
+            "shared_fs = \"none\"\ncold_plug_vfio = \"root-port\"",
+            "hypervisor.qemu.cold_plug_vfio",
         ),
     ] {
         let e = parse(&minimal(body))
@@ -383,4 +380,30 @@ fn qemu_identity_keys() {
         e.contains("hypervisor.qemu.rootless") && e.contains("qemu_uid"),
         "{e}"
     );
+}
+
+#[test]
+fn kata_own_config_with_placeholders_substituted_loads() {
+    let text = include_str!("testdata/kata-configuration-qemu.toml");
+    let l = parse_str(Path::new("/etc/kata-containers/configuration.toml"), text, &HOST).unwrap();
+    let c = &l.config;
+    assert_eq!(c.machine_type, "q35");
+    assert_eq!(c.memory_mib, 2048);
+    assert_eq!(c.max_vcpus, HOST.cpus, "default_maxvcpus = 0 is the host's CPUs");
+    assert_eq!(c.shared_fs.kind, SharedFs::VirtioFs);
+    assert_eq!(c.block.aio, "io_uring");
+    assert_eq!(c.firmware, None, "an empty path means none");
+    let w: Vec<String> = l.warnings.iter().map(|w| w.to_string()).collect();
+    for unused in [
+        "hypervisor.qemu.enable_annotations",
+        "hypervisor.qemu.vhost_user_store_path",
+        "hypervisor.qemu.valid_vhost_user_store_paths",
+        "hypervisor.qemu.vhost_user_reconnect_timeout_sec",
+        "hypervisor.qemu.disable_guest_selinux",
+        "[agent.kata]",
+        "[runtime]",
+    ] {
+        assert_eq!(w.iter().filter(|x| x.contains(unused)).count(), 1, "one warning for {unused}: {w:?}");
+    }
+    assert!(!w.iter().any(|x| x.contains("qemu.kernel ") || x.contains("qemu.path ")), "{w:?}");
 }

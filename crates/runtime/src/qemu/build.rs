@@ -141,7 +141,8 @@ pub fn build(inp: &BuildInput<'_>) -> Config {
     let t = policy.transport;
     let nvdimm = image_on_nvdimm(cfg, &policy);
     let mut machine = policy.machine.clone();
-    if nvdimm {
+    // nvdimm=on also when disks are hotplugged as nvdimms (block_device_driver = "nvdimm").
+    if nvdimm || (cfg.block.driver == BlockDriver::Nvdimm && policy.nvdimm_root_params.is_some()) {
         machine = machine.nvdimm(true);
     }
 
@@ -195,6 +196,14 @@ pub fn build(inp: &BuildInput<'_>) -> Config {
             chardev: CONSOLE_CHARDEV.into(),
             name: None,
         }));
+    }
+
+    // virtio-fs: the daemon's vhost-user socket and vhost-user-fs (tag kataShared).
+    if cfg.shared_fs.kind != SharedFs::None
+        && let Some((c, d)) = super::daemons::vhost_user_fs(cfg, inp.dir, t, devno.next(t))
+    {
+        chardevs.push(c);
+        devices.push(d);
     }
 
     // Root image on nvdimm.

@@ -2,9 +2,12 @@
 
 pub mod arch;
 pub mod build;
+pub mod daemons;
 pub mod extras;
+pub mod hotplug;
 mod launch;
 pub mod pci;
+pub mod template;
 
 use crate::accel;
 use crate::config::HypervisorConfig;
@@ -118,6 +121,7 @@ impl Qemu {
             process::signal(pid, nix::sys::signal::Signal::SIGKILL);
             process::wait_exit(pid, TERM_GRACE).await;
         }
+        daemons::salvage_kill(dir.path()).await;
         dir.remove()?;
         Ok(())
     }
@@ -269,21 +273,13 @@ impl Qemu {
             info!(pid, ms = t0.elapsed().as_millis() as u64, "QEMU stopped");
         }
         self.qmp = None;
+        self.stop_fs_daemon().await;
         self.reap_supervisor().await;
         self.state = None;
         if let Some(dir) = self.dir.take() {
             dir.remove()?;
         }
         Ok(())
-    }
-
-    /// The stop mode the config asks for: ACPI powerdown with the
-    /// `graceful_shutdown_timeout` grace, or a kill at once when it is 0.
-    pub fn graceful_mode(&self) -> StopMode {
-        match self.config.extras.graceful_shutdown_secs {
-            0 => StopMode::Force,
-            n => StopMode::Graceful(Duration::from_secs(n.into())),
-        }
     }
 
     /// The sandbox's live processes by role: QEMU, then its helpers
@@ -298,7 +294,22 @@ impl Qemu {
         {
             v.push(("supervisor".to_string(), pid));
         }
+        if let (Some(pid), Some(fs)) = (
+            self.fs_daemon_pid(),
+            self.state.as_ref().and_then(|s| s.fs.as_ref()),
+        ) {
+            v.push((fs.kind.name().to_string(), pid));
+        }
         v
+    }
+
+    /// The stop mode the config asks for: ACPI powerdown with the
+    /// `graceful_shutdown_timeout` grace, or a kill at once when it is 0.
+    pub fn graceful_mode(&self) -> StopMode {
+        match self.config.extras.graceful_shutdown_secs {
+            0 => StopMode::Force,
+            n => StopMode::Graceful(Duration::from_secs(n.into())),
+        }
     }
 
     /// Record the supervisor process watching this sandbox (see [`crate::supervise`]).
@@ -322,6 +333,8 @@ impl Qemu {
 
     async fn start_inner(&mut self, timeout: Duration) -> Result<StartReport> {
         let t0 = Instant::now();
+        // The shared-fs daemon first: it comes up while QEMU's start is prepared.
+        let fs_daemon = self.start_fs_daemon()?;
         let (dir, st) = self.parts("start")?;
         let id = dir.id().to_string();
         let cfg = st.config.clone();
@@ -341,7 +354,7 @@ impl Qemu {
             ),
             None => None,
         };
-        let qc = build::build(&build::BuildInput {
+        let mut qc = build::build(&build::BuildInput {
             cfg: &cfg,
             id: &id,
             uuid: &st.uuid,
@@ -349,6 +362,7 @@ impl Qemu {
             accel: decision.accel,
             image_size,
         });
+        template::apply(&mut qc, st);
         qc.validate()
             .map_err(|e| HypervisorError::Host(format!("rendered QEMU config is invalid: {e}")))?;
         let args = qc.to_args();
@@ -361,6 +375,9 @@ impl Qemu {
             None
         };
         launch::prepare(&cfg, dir.path())?;
+        if let Some(d) = fs_daemon {
+            d.ready(daemons::DAEMON_READY_TIMEOUT.min(timeout)).await?;
+        }
         let listeners: Vec<&std::os::unix::net::UnixListener> =
             std::iter::once(&listener).chain(events.as_ref()).collect();
         let pid = launch::spawn(&cfg, &args, &listeners, &log)?;
@@ -384,6 +401,9 @@ impl Qemu {
         // state that `stop` can clean up.
         self.save()?;
         let client = launch::wait_qmp(pid, &qmp_path, &log, timeout).await?;
+        if let Some(st) = self.state.as_ref() {
+            template::restore(&client, st, timeout).await?;
+        }
         let qmp_ready_ms = t0.elapsed().as_secs_f64() * 1e3;
         if !cfg.extras.port_map.is_empty() {
             let ports = extras::bound_ports(&client).await?;
@@ -393,6 +413,7 @@ impl Qemu {
         }
         self.qmp = Some(client);
         self.set_state(VmState::Running)?;
+        self.hp_setup_virtio_mem().await?;
         info!(id, pid, accel = decision.accel.as_str(), reason = %decision.reason, qmp_ready_ms, "sandbox started");
         Ok(StartReport {
             spawn_ms,
@@ -418,7 +439,15 @@ impl Hypervisor for Qemu {
         }
         self.config.check_supported()?;
         self.config.check_assets()?;
+        let template = template::check_clone(&self.config)?;
         let dir = self.root.create(id)?;
+        let fs = match daemons::prepare(&self.config, &dir, _opts.share) {
+            Ok(fs) => fs,
+            Err(e) => {
+                let _ = dir.remove();
+                return Err(e);
+            }
+        };
         let state = SandboxState {
             version: STATE_VERSION,
             id: id.to_string(),
@@ -432,6 +461,9 @@ impl Hypervisor for Qemu {
             argv: Vec::new(),
             config: self.config.clone(),
             created_unix: unix_now(),
+            fs,
+            template,
+            hotplug: Default::default(),
             pci: pci::SlotAllocator::new(build::bridge_ids(
                 &self.config,
                 &arch::policy(&self.config, Accel::Tcg),
@@ -511,32 +543,20 @@ impl Hypervisor for Qemu {
         })
     }
 
-    async fn hotplug_add_device(&mut self, _dev: DeviceSpec) -> Result<()> {
-        Err(HypervisorError::NotSupported {
-            op: "hotplug_add_device",
-            backend: "qemu",
-        })
+    async fn hotplug_add_device(&mut self, dev: DeviceSpec) -> Result<()> {
+        self.hp_add(dev).await
     }
 
-    async fn hotplug_remove_device(&mut self, _id: &str) -> Result<()> {
-        Err(HypervisorError::NotSupported {
-            op: "hotplug_remove_device",
-            backend: "qemu",
-        })
+    async fn hotplug_remove_device(&mut self, id: &str) -> Result<()> {
+        self.hp_remove(id).await
     }
 
-    async fn resize_memory(&mut self, _mib: u64) -> Result<u64> {
-        Err(HypervisorError::NotSupported {
-            op: "resize_memory",
-            backend: "qemu",
-        })
+    async fn resize_memory(&mut self, mib: u64) -> Result<u64> {
+        self.hp_resize_memory(mib).await
     }
 
-    async fn resize_vcpus(&mut self, _n: u32) -> Result<(u32, u32)> {
-        Err(HypervisorError::NotSupported {
-            op: "resize_vcpus",
-            backend: "qemu",
-        })
+    async fn resize_vcpus(&mut self, n: u32) -> Result<(u32, u32)> {
+        self.hp_resize_vcpus(n).await
     }
 
     async fn get_vm_console(&self) -> Result<ConsoleInfo> {
@@ -553,7 +573,7 @@ impl Hypervisor for Qemu {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            block_hotplug: false,
+            block_hotplug: true,
             multi_queue: true,
             fs_sharing: self.config.shared_fs.kind != crate::config::SharedFs::None,
         }
@@ -579,7 +599,10 @@ impl Hypervisor for Qemu {
     }
 
     fn get_pids(&self) -> Vec<i32> {
-        self.live_pid().into_iter().collect()
+        self.live_pid()
+            .into_iter()
+            .chain(self.fs_daemon_pid())
+            .collect()
     }
 
     async fn check(&mut self) -> Result<()> {

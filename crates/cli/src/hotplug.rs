@@ -1,0 +1,221 @@
+//! Hotplug and resize subcommands: `resize-memory`, `resize-vcpus`,
+//! `hotplug`, `unplug`, `devices`. Each attaches to the sandbox through its
+//! saved state, does one operation and lets go (lock and QMP connection).
+
+use anyhow::Result;
+use clap::Subcommand;
+use runtime::hypervisor::{DeviceSpec, Hypervisor};
+use runtime::qemu::Qemu;
+use runtime::state::StateRoot;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The hotplug subcommands (flattened into the top level).
+#[derive(Subcommand)]
+pub enum HotplugCmd {
+    /// Resize guest memory to MIB in all (virtio-mem grows and shrinks; pc-dimm only grows).
+    ResizeMemory {
+        /// Sandbox id.
+        id: String,
+        /// Target guest memory, MiB.
+        mib: u64,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resize to N vCPUs (hot-added CPUs can be removed again; boot CPUs stay).
+    ResizeVcpus {
+        /// Sandbox id.
+        id: String,
+        /// Target vCPU count.
+        n: u32,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hotplug a device; prints its id.
+    Hotplug {
+        /// Sandbox id.
+        id: String,
+        /// What to plug.
+        #[command(subcommand)]
+        what: Plug,
+    },
+    /// Unplug a hotplugged device.
+    Unplug {
+        /// Sandbox id.
+        id: String,
+        /// Device id (see `sandvm devices`).
+        dev: String,
+    },
+    /// List what was hotplugged into a sandbox.
+    Devices {
+        /// Sandbox id.
+        id: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What `sandvm hotplug` plugs.
+#[derive(Subcommand)]
+pub enum Plug {
+    /// A disk image (virtio-blk, scsi-hd or nvdimm, per block_device_driver).
+    Block {
+        /// Image file or block device.
+        path: PathBuf,
+        /// Device id (default: blkN).
+        #[arg(long = "id")]
+        dev: Option<String>,
+        /// Read-only.
+        #[arg(long)]
+        readonly: bool,
+    },
+    /// A NIC on a tap device (opened by name; created if missing).
+    Net {
+        /// Tap name.
+        tap: String,
+        /// Device id (default: netN).
+        #[arg(long = "id")]
+        dev: Option<String>,
+        /// MAC address (default: random, locally administered).
+        #[arg(long)]
+        mac: Option<String>,
+    },
+    /// vhost-vsock with a guest CID (needs /dev/vhost-vsock).
+    Vsock {
+        /// Guest context id (at least 3).
+        cid: u32,
+        /// Device id (default: vsockN).
+        #[arg(long = "id")]
+        dev: Option<String>,
+    },
+    /// A host PCI device through VFIO (untested on hardware).
+    Vfio {
+        /// Host PCI address (0000:01:00.0) or /sys/bus/pci/devices/... path.
+        host: String,
+        /// Device id (default: vfioN).
+        #[arg(long = "id")]
+        dev: Option<String>,
+    },
+}
+
+/// Run one hotplug subcommand.
+pub async fn run(cmd: HotplugCmd, root: StateRoot) -> Result<ExitCode> {
+    match cmd {
+        HotplugCmd::ResizeMemory { id, mib, json } => {
+            let mut q = Qemu::attach(root, &id).await?;
+            let reached = q.resize_memory(mib).await?;
+            drop(q);
+            if json {
+                println!("{}", json!({"requested_mib": mib, "memory_mib": reached}));
+            } else {
+                println!("memory: {reached} MiB (requested {mib} MiB)");
+            }
+        }
+        HotplugCmd::ResizeVcpus { id, n, json } => {
+            let mut q = Qemu::attach(root, &id).await?;
+            let (old, new) = q.resize_vcpus(n).await?;
+            drop(q);
+            if json {
+                println!("{}", json!({"old": old, "new": new}));
+            } else {
+                println!("vcpus: {old} -> {new}");
+            }
+        }
+        HotplugCmd::Hotplug { id, what } => {
+            let spec = match what {
+                Plug::Block {
+                    path,
+                    dev,
+                    readonly,
+                } => DeviceSpec::Block {
+                    id: dev.unwrap_or_default(),
+                    path: std::path::absolute(&path).unwrap_or(path),
+                    readonly,
+                },
+                Plug::Net { tap, dev, mac } => DeviceSpec::Net {
+                    id: dev.unwrap_or_default(),
+                    tap,
+                    mac,
+                },
+                Plug::Vsock { cid, dev } => DeviceSpec::Vsock {
+                    id: dev.unwrap_or_default(),
+                    guest_cid: cid,
+                },
+                Plug::Vfio { host, dev } => DeviceSpec::Vfio {
+                    id: dev.unwrap_or_default(),
+                    host,
+                },
+            };
+            let mut q = Qemu::attach(root, &id).await?;
+            q.hotplug_add_device(spec).await?;
+            let dev = q
+                .hotplugged()
+                .and_then(|h| h.devices.last())
+                .map(|d| d.id.clone())
+                .unwrap_or_default();
+            drop(q);
+            println!("{dev}");
+        }
+        HotplugCmd::Unplug { id, dev } => {
+            let mut q = Qemu::attach(root, &id).await?;
+            q.hotplug_remove_device(&dev).await?;
+        }
+        HotplugCmd::Devices { id, json } => {
+            let st = Qemu::peek(&root, &id)?;
+            let hp = &st.hotplug;
+            if json {
+                println!("{}", serde_json::to_string(hp)?);
+            } else {
+                println!(
+                    "{:<16} {:<8} {:<16} {:<20} DETAILS",
+                    "ID", "KIND", "DRIVER", "SLOT"
+                );
+                for d in &hp.devices {
+                    let slot = d
+                        .slot
+                        .as_ref()
+                        .map_or("-".into(), |s| format!("{}:{}", s.bridge, s.addr()));
+                    let details: Vec<String> = d
+                        .info
+                        .iter()
+                        .map(|(k, v)| {
+                            format!("{k}={}", v.as_str().map_or(v.to_string(), String::from))
+                        })
+                        .collect();
+                    println!(
+                        "{:<16} {:<8} {:<16} {:<20} {}",
+                        d.id,
+                        d.kind.to_string(),
+                        d.driver,
+                        slot,
+                        details.join(" ")
+                    );
+                }
+                for c in &hp.vcpus {
+                    println!("{:<16} {:<8} {:<16} {:<20} -", c.id, "vcpu", "", "-");
+                }
+                if let Some(m) = &hp.virtio_mem {
+                    let slot = m
+                        .slot
+                        .as_ref()
+                        .map_or("-".into(), |s| format!("{}:{}", s.bridge, s.addr()));
+                    println!(
+                        "{:<16} {:<8} {:<16} {:<20} region_mib={} requested_mib={} size_mib={}",
+                        m.id,
+                        "memory",
+                        "virtio-mem",
+                        slot,
+                        m.region_mib,
+                        m.requested_mib,
+                        m.size_mib
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,382 @@
+//! Memory: virtio-mem (with `enable_virtio_mem`) or pc-dimms.
+//!
+//! virtio-mem: at start, `object-add` a backend of (maxmem − memory), rounded
+//! down to 4 MiB, with the boot memory's share/file/hugepage policy, then
+//! `device_add` `virtio-mem-pci` on a bridge slot (`virtio-mem-ccw` on
+//! s390x) with `requested-size=0`. A resize sets `requested-size` with
+//! `qom-set` and waits for `MEMORY_DEVICE_SIZE_CHANGE` until `size` reaches
+//! the request or [`RESIZE_TIMEOUT`] passes; it reports what was reached.
+//!
+//! pc-dimm: one dimm per grow, in blocks of the guest's memory block size,
+//! bounded by `memory_slots` and maxmem. Shrinking is not supported.
+
+use super::{
+    DeviceKind, Plan, PluggedDevice, QmpCall, Step, VirtioMemState, overcommit_help, run_steps,
+};
+use crate::config::{GuestArch, HypervisorConfig, SharedFs};
+use crate::hypervisor::{HypervisorError, Result};
+use crate::qemu::Qemu;
+use crate::qemu::arch::{self, Accel, ArchPolicy};
+use crate::qemu::build::{self, HUGEPAGES_DIR, SHM_DIR};
+use qemu_config::Transport;
+use serde_json::{Map, Value, json};
+use std::path::Path;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Device id of the virtio-mem device.
+pub const VIRTIO_MEM_ID: &str = "vmem0";
+/// Id of its memory backend.
+pub const VIRTIO_MEM_BACKEND: &str = "vmem0-mem";
+/// virtio-mem backends are sized in multiples of this, MiB (Kata's).
+pub const VIRTIO_MEM_ALIGN_MIB: u64 = 4;
+/// How long a resize waits for the guest to reach the requested size.
+pub const RESIZE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The guest's memory block size in MiB: pc-dimms are sized in these.
+pub fn memory_block_mib(arch: GuestArch) -> u64 {
+    match arch {
+        GuestArch::Ppc64le => 256,
+        _ => 128,
+    }
+}
+
+/// The most memory the guest can have, MiB: maxmem without the nvdimm image's share.
+pub fn limit_mib(cfg: &HypervisorConfig, policy: &ArchPolicy) -> u64 {
+    let image_size = cfg
+        .image
+        .as_ref()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len());
+    let inp = build::BuildInput {
+        cfg,
+        id: "x",
+        uuid: "",
+        dir: Path::new("/"),
+        accel: Accel::Tcg,
+        image_size,
+    };
+    let maxmem = build::max_memory_mib(&inp, policy);
+    let nvdimm = if build::image_on_nvdimm(cfg, policy) {
+        image_size.unwrap_or(0).div_ceil(1 << 20).div_ceil(2) * 2
+    } else {
+        0
+    };
+    maxmem
+        .saturating_sub(nvdimm)
+        .min(cfg.max_memory_mib + cfg.memory_offset_mib)
+        .max(cfg.memory_mib)
+}
+
+/// The virtio-mem region, MiB: (limit − boot memory) rounded down to 4 MiB.
+pub fn virtio_mem_region_mib(cfg: &HypervisorConfig, policy: &ArchPolicy) -> u64 {
+    let r = limit_mib(cfg, policy).saturating_sub(cfg.memory_mib);
+    r / VIRTIO_MEM_ALIGN_MIB * VIRTIO_MEM_ALIGN_MIB
+}
+
+/// A memory backend of `size_mib` with the boot memory's policy: hugepages,
+/// then a file backend, then `/dev/shm` for a shared fs; `share=on` when
+/// another process maps guest memory. Returns (qom-type, properties).
+pub fn backend(
+    cfg: &HypervisorConfig,
+    size_mib: u64,
+    prealloc: bool,
+) -> (&'static str, Map<String, Value>) {
+    let shared_fs = cfg.shared_fs.kind != SharedFs::None;
+    let share = shared_fs || cfg.file_mem_backend.is_some() || cfg.vhost_user_store;
+    let mem_path = if cfg.hugepages {
+        Some(HUGEPAGES_DIR.to_string())
+    } else if let Some(p) = &cfg.file_mem_backend {
+        Some(p.display().to_string())
+    } else if shared_fs {
+        Some(SHM_DIR.to_string())
+    } else {
+        None
+    };
+    let mut m = Map::new();
+    m.insert("size".into(), (size_mib << 20).into());
+    if share {
+        m.insert("share".into(), true.into());
+    }
+    if prealloc {
+        m.insert("prealloc".into(), true.into());
+    }
+    match mem_path {
+        Some(p) => {
+            m.insert("mem-path".into(), p.into());
+            ("memory-backend-file", m)
+        }
+        None => ("memory-backend-ram", m),
+    }
+}
+
+/// The steps that add the virtio-mem device (bus and addr added by the caller).
+pub fn virtio_mem_steps(cfg: &HypervisorConfig, policy: &ArchPolicy, region_mib: u64) -> Vec<Step> {
+    let (qom, props) = backend(cfg, region_mib, false);
+    let driver = if policy.transport == Transport::Ccw {
+        "virtio-mem-ccw"
+    } else {
+        "virtio-mem-pci"
+    };
+    let mut dev = Map::new();
+    dev.insert("memdev".into(), VIRTIO_MEM_BACKEND.into());
+    dev.insert("requested-size".into(), 0.into());
+    vec![
+        Step::new(
+            QmpCall::object_add(qom, VIRTIO_MEM_BACKEND, props),
+            Some(QmpCall::new(
+                "object-del",
+                json!({ "id": VIRTIO_MEM_BACKEND }),
+            )),
+        ),
+        Step::device(driver, VIRTIO_MEM_ID, dev),
+    ]
+}
+
+/// Add `what`'s error text and, when the host refused memory, Kata's overcommit advice.
+fn memory_error(what: String, e: HypervisorError) -> HypervisorError {
+    let help = match &e {
+        HypervisorError::Qmp { source, .. } => overcommit_help(source),
+        _ => None,
+    };
+    match help {
+        Some(h) => HypervisorError::Host(format!("{what}: {e}; {h}")),
+        None => HypervisorError::Host(format!("{what}: {e}")),
+    }
+}
+
+impl Qemu {
+    /// With `enable_virtio_mem`: add the virtio-mem device (called by start).
+    pub(crate) async fn hp_setup_virtio_mem(&mut self) -> Result<()> {
+        if !self.config.virtio_mem
+            || self
+                .state
+                .as_ref()
+                .is_some_and(|s| s.hotplug.virtio_mem.is_some())
+        {
+            return Ok(());
+        }
+        let cfg = self.config.clone();
+        let policy = arch::policy(&cfg, Accel::Tcg);
+        if policy.transport == Transport::Mmio {
+            return Err(HypervisorError::Host(format!(
+                "hypervisor.qemu.enable_virtio_mem: machine {} has no PCI or CCW for virtio-mem",
+                cfg.machine_type
+            )));
+        }
+        let region = virtio_mem_region_mib(&cfg, &policy);
+        if region == 0 {
+            return Err(HypervisorError::Host(
+                "hypervisor.qemu.enable_virtio_mem needs default_maxmemory above default_memory"
+                    .into(),
+            ));
+        }
+        let mut plan = Plan {
+            record: PluggedDevice {
+                id: VIRTIO_MEM_ID.into(),
+                kind: DeviceKind::Dimm,
+                driver: String::new(),
+                slot: None,
+                info: Map::new(),
+                remove: Vec::new(),
+            },
+            steps: virtio_mem_steps(&cfg, &policy, region),
+            fd: None,
+            needs_slot: policy.transport == Transport::Pci,
+        };
+        let slot = if plan.needs_slot {
+            let st = self.hp_state_mut("set up virtio-mem")?;
+            let s = st
+                .pci
+                .allocate(VIRTIO_MEM_ID)
+                .map_err(|e| HypervisorError::Host(e.to_string()))?;
+            plan.place(&s);
+            Some(s)
+        } else {
+            None
+        };
+        let c = self.qmp().await?.clone();
+        if let Err(e) = run_steps(&c, &plan.steps, None).await {
+            self.release_slot(VIRTIO_MEM_ID);
+            return Err(memory_error(
+                format!("Adding {region} MiB of virtio-mem failed"),
+                e,
+            ));
+        }
+        self.hp_state_mut("set up virtio-mem")?.hotplug.virtio_mem = Some(VirtioMemState {
+            id: VIRTIO_MEM_ID.into(),
+            memdev: VIRTIO_MEM_BACKEND.into(),
+            region_mib: region,
+            requested_mib: 0,
+            size_mib: 0,
+            slot,
+        });
+        self.save()?;
+        info!(region_mib = region, "virtio-mem ready");
+        Ok(())
+    }
+
+    /// Resize guest memory to `mib` in all; returns the size reached.
+    pub(crate) async fn hp_resize_memory(&mut self, mib: u64) -> Result<u64> {
+        self.require_running("resize memory")?;
+        let vm = self
+            .state
+            .as_ref()
+            .and_then(|s| s.hotplug.virtio_mem.clone());
+        match vm {
+            Some(vm) => self.resize_virtio_mem(vm, mib).await,
+            None => self.grow_dimm(mib).await,
+        }
+    }
+
+    async fn resize_virtio_mem(&mut self, vm: VirtioMemState, mib: u64) -> Result<u64> {
+        let boot = self.config.memory_mib;
+        if mib < boot || mib - boot > vm.region_mib {
+            return Err(HypervisorError::Host(format!(
+                "Cannot resize memory to {mib} MiB: must be {boot} (default_memory) to {} (default_maxmemory)",
+                boot + vm.region_mib
+            )));
+        }
+        let c = self.qmp().await?.clone();
+        let path = format!("/machine/peripheral/{}", vm.id);
+        let block = c
+            .qom_get(&path, "block-size")
+            .await
+            .ok()
+            .and_then(|v| v.as_u64())
+            .filter(|b| *b > 0)
+            .unwrap_or(2 << 20);
+        let want = ((mib - boot) << 20).div_ceil(block) * block;
+        let want = want.min(vm.region_mib << 20);
+        // Subscribe before asking, so the event cannot be missed.
+        let mut events = c.events();
+        let size_now = |v: Value| v.as_u64().unwrap_or(0);
+        let mut size = size_now(
+            c.qom_get(&path, "size")
+                .await
+                .map_err(HypervisorError::qmp("qom-get size"))?,
+        );
+        c.qom_set(&path, "requested-size", want.into())
+            .await
+            .map_err(HypervisorError::qmp("qom-set requested-size"))?;
+        let deadline = tokio::time::Instant::now() + RESIZE_TIMEOUT;
+        while size != want {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) => {
+                    warn!(
+                        want,
+                        size, "virtio-mem did not reach the requested size in time"
+                    );
+                    break;
+                }
+                Ok(Ok(ev)) => {
+                    if ev.name == "MEMORY_DEVICE_SIZE_CHANGE"
+                        && ev.data_str("id") == Some(vm.id.as_str())
+                    {
+                        size = ev.data.get("size").and_then(Value::as_u64).unwrap_or(size);
+                    }
+                }
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                    size = size_now(
+                        c.qom_get(&path, "size")
+                            .await
+                            .map_err(HypervisorError::qmp("qom-get size"))?,
+                    );
+                }
+                Ok(Err(_)) => {
+                    return Err(HypervisorError::Qmp {
+                        op: "virtio-mem resize",
+                        source: qmp::Error::Disconnected,
+                    });
+                }
+            }
+        }
+        let size = size_now(
+            c.qom_get(&path, "size")
+                .await
+                .map_err(HypervisorError::qmp("qom-get size"))?,
+        );
+        if let Some(v) = self
+            .hp_state_mut("resize memory")?
+            .hotplug
+            .virtio_mem
+            .as_mut()
+        {
+            v.requested_mib = want >> 20;
+            v.size_mib = size >> 20;
+        }
+        self.save()?;
+        let reached = boot + (size >> 20);
+        info!(requested = mib, reached, "memory resized (virtio-mem)");
+        Ok(reached)
+    }
+
+    async fn grow_dimm(&mut self, mib: u64) -> Result<u64> {
+        let cfg = self.config.clone();
+        let policy = arch::policy(&cfg, Accel::Tcg);
+        let hp = self.hp_state_mut("resize memory")?.hotplug.clone();
+        let cur = cfg.memory_mib + hp.dimm_mib();
+        if mib == cur {
+            return Ok(cur);
+        }
+        if mib < cur {
+            return Err(HypervisorError::NotSupported {
+                op: "shrinking pc-dimm memory (set enable_virtio_mem to shrink)",
+                backend: "qemu",
+            });
+        }
+        let blk = memory_block_mib(cfg.guest_arch);
+        let add = (mib - cur).div_ceil(blk) * blk;
+        let limit = limit_mib(&cfg, &policy);
+        if cur + add > limit {
+            return Err(HypervisorError::Host(format!(
+                "Cannot grow memory to {mib} MiB: {} MiB in {blk} MiB blocks would exceed maxmem ({limit} MiB; default_maxmemory)",
+                cur + add
+            )));
+        }
+        let used = hp
+            .devices
+            .iter()
+            .filter(|d| matches!(d.kind, DeviceKind::Dimm | DeviceKind::Nvdimm))
+            .count()
+            + usize::from(build::image_on_nvdimm(&cfg, &policy));
+        if used >= cfg.memory_slots as usize {
+            return Err(HypervisorError::Host(format!(
+                "Cannot add a pc-dimm: all {} memory slots are used; raise hypervisor.qemu.memory_slots",
+                cfg.memory_slots
+            )));
+        }
+        let id = hp.next_id("dimm");
+        let mem = format!("mem-{id}");
+        let (qom, props) = backend(&cfg, add, cfg.mem_prealloc || cfg.hugepages);
+        let mut dev = Map::new();
+        dev.insert("memdev".into(), mem.clone().into());
+        let steps = vec![
+            Step::new(
+                QmpCall::object_add(qom, &mem, props),
+                Some(QmpCall::new("object-del", json!({ "id": mem }))),
+            ),
+            Step::device("pc-dimm", &id, dev),
+        ];
+        let c = self.qmp().await?.clone();
+        let removal = run_steps(&c, &steps, None)
+            .await
+            .map_err(|e| memory_error(format!("Adding a {add} MiB pc-dimm failed"), e))?;
+        let mut info = Map::new();
+        info.insert("size_mib".into(), add.into());
+        self.hp_state_mut("resize memory")?
+            .hotplug
+            .devices
+            .push(PluggedDevice {
+                id: id.clone(),
+                kind: DeviceKind::Dimm,
+                driver: "pc-dimm".into(),
+                slot: None,
+                info,
+                remove: removal,
+            });
+        self.save()?;
+        info!(id, add_mib = add, "memory grown (pc-dimm)");
+        Ok(cur + add)
+    }
+}

@@ -1,0 +1,536 @@
+//! VM templating (Kata's `[factory] enable_template`): boot one template VM,
+//! save its device state, then start clones from it that share its memory
+//! copy-on-write.
+//!
+//! ```text
+//! template create: template VM, memory-backend-file <template_path>/memory share=on
+//!                  ──guest ready──> stop ──x-ignore-shared──> migrate exec:cat>'<template_path>/state'
+//!                  ──MIGRATION completed──> template VM ended; template.json written
+//! clone start:     memory-backend-file <template_path>/memory share=off (private, copy-on-write)
+//!                  -incoming defer ──x-ignore-shared──> migrate-incoming exec:cat '<template_path>/state'
+//!                  ──MIGRATION completed──> cont
+//! ```
+//!
+//! With `x-ignore-shared`, the template's RAM (shared, file-backed) is not
+//! written to the state file at all; each clone maps the same file privately,
+//! so pages it never writes stay shared between all clones.
+
+use super::build::MEM_BACKEND_ID;
+use super::{Qemu, StopMode};
+use crate::config::{ConfigError, HypervisorConfig, SharedFs};
+use crate::hypervisor::{CreateOptions, Hypervisor, HypervisorError, Result};
+use crate::state::{SandboxState, StateRoot};
+use qemu_config::{Config, Incoming, Object};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tracing::{info, warn};
+
+/// The device state file in `template_path`.
+pub const STATE_FILE: &str = "state";
+/// The guest memory file in `template_path`.
+pub const MEMORY_FILE: &str = "memory";
+/// What the template was built from, in `template_path`.
+pub const META_FILE: &str = "template.json";
+/// Layout version of `template.json`.
+pub const META_VERSION: u32 = 1;
+/// Migration capability that leaves shared RAM out of the stream.
+pub const IGNORE_SHARED: &str = "x-ignore-shared";
+
+/// A sandbox's part in templating, as `state.json` keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TemplateRole {
+    /// The template VM: memory shared in the template file.
+    Template,
+    /// A clone: the template's memory mapped privately, device state migrated in.
+    Clone,
+}
+
+/// `template.json`: what the template was built from; a clone must match.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemplateMeta {
+    /// Layout version ([`META_VERSION`]).
+    pub version: u32,
+    /// Boot memory, MiB (`default_memory`).
+    pub memory_mib: u64,
+    /// Boot vCPUs (`default_vcpus`).
+    pub vcpus: u32,
+    /// Maximum vCPUs (`default_maxvcpus`).
+    pub max_vcpus: u32,
+    /// Machine type.
+    pub machine_type: String,
+    /// Guest kernel.
+    pub kernel: PathBuf,
+    /// Guest initrd.
+    pub initrd: Option<PathBuf>,
+    /// QEMU binary.
+    pub qemu_path: PathBuf,
+    /// Unix time the template was made, seconds.
+    pub created_unix: u64,
+}
+
+impl TemplateMeta {
+    fn of(cfg: &HypervisorConfig) -> TemplateMeta {
+        TemplateMeta {
+            version: META_VERSION,
+            memory_mib: cfg.memory_mib,
+            vcpus: cfg.vcpus,
+            max_vcpus: cfg.max_vcpus,
+            machine_type: cfg.machine_type.clone(),
+            kernel: cfg.kernel.clone(),
+            initrd: cfg.initrd.clone(),
+            qemu_path: cfg.qemu_path.clone(),
+            created_unix: super::unix_now(),
+        }
+    }
+}
+
+fn cfg_err(cfg: &HypervisorConfig, key: &str, reason: String) -> HypervisorError {
+    HypervisorError::Config(ConfigError::Invalid {
+        file: cfg.source.display().to_string(),
+        key: key.to_string(),
+        reason,
+    })
+}
+
+/// Kata's rules for templating, each a clear error naming the key: no
+/// shared filesystem, no file memory backend, an initrd and no image, no
+/// hugepages; and a template path QEMU's `exec:` can quote.
+pub fn check_rules(cfg: &HypervisorConfig) -> Result<()> {
+    let q = "hypervisor.qemu.";
+    if cfg.shared_fs.kind != SharedFs::None {
+        return Err(cfg_err(
+            cfg,
+            &format!("{q}shared_fs"),
+            "VM templating cannot be used with virtio-fs (set shared_fs = \"none\")".into(),
+        ));
+    }
+    if cfg.file_mem_backend.is_some() {
+        return Err(cfg_err(
+            cfg,
+            &format!("{q}file_mem_backend"),
+            "VM templating cannot be used with file backed memory".into(),
+        ));
+    }
+    if cfg.image.is_some() {
+        return Err(cfg_err(
+            cfg,
+            &format!("{q}image"),
+            "VM templating boots from an initrd only; remove image".into(),
+        ));
+    }
+    if cfg.initrd.is_none() {
+        return Err(cfg_err(
+            cfg,
+            &format!("{q}initrd"),
+            "VM templating needs an initrd".into(),
+        ));
+    }
+    if cfg.hugepages {
+        return Err(cfg_err(
+            cfg,
+            &format!("{q}enable_hugepages"),
+            "VM templating keeps guest memory in the template file, not on hugepages".into(),
+        ));
+    }
+    let tp = cfg.factory.template_path.display().to_string();
+    if tp.contains('\'') || tp.contains('\n') {
+        return Err(cfg_err(
+            cfg,
+            "factory.template_path",
+            format!("{tp:?} must not contain a quote or a newline"),
+        ));
+    }
+    Ok(())
+}
+
+/// The template's metadata, if a complete template is at the config's `template_path`.
+pub fn load_meta(cfg: &HypervisorConfig) -> Option<TemplateMeta> {
+    let tp = &cfg.factory.template_path;
+    if !tp.join(STATE_FILE).is_file() || !tp.join(MEMORY_FILE).is_file() {
+        return None;
+    }
+    let bytes = std::fs::read(tp.join(META_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// At `create`: with `enable_template`, check the rules and that a template
+/// exists and matches the config. Returns the sandbox's role.
+pub fn check_clone(cfg: &HypervisorConfig) -> Result<Option<TemplateRole>> {
+    if !cfg.factory.enable_template {
+        return Ok(None);
+    }
+    check_rules(cfg)?;
+    let tp = &cfg.factory.template_path;
+    let Some(meta) = load_meta(cfg) else {
+        return Err(cfg_err(
+            cfg,
+            "factory.template_path",
+            format!(
+                "no template in {}; build one with `sandvm template create --config {}`",
+                tp.display(),
+                cfg.source.display()
+            ),
+        ));
+    };
+    let want = TemplateMeta::of(cfg);
+    let mismatch = |key: &str, t: String, c: String| {
+        Err(cfg_err(
+            cfg,
+            key,
+            format!(
+                "the template in {} was built with {t}, the config asks for {c}; \
+                 rebuild it (`sandvm template delete` then `sandvm template create`)",
+                tp.display()
+            ),
+        ))
+    };
+    let q = "hypervisor.qemu.";
+    if meta.memory_mib != want.memory_mib {
+        return mismatch(
+            &format!("{q}default_memory"),
+            format!("{} MiB", meta.memory_mib),
+            format!("{} MiB", want.memory_mib),
+        );
+    }
+    if meta.vcpus != want.vcpus {
+        return mismatch(
+            &format!("{q}default_vcpus"),
+            format!("{} vCPUs", meta.vcpus),
+            format!("{} vCPUs", want.vcpus),
+        );
+    }
+    if meta.max_vcpus != want.max_vcpus {
+        return mismatch(
+            &format!("{q}default_maxvcpus"),
+            format!("{} max vCPUs", meta.max_vcpus),
+            format!("{} max vCPUs", want.max_vcpus),
+        );
+    }
+    let same_boot = meta.machine_type == want.machine_type
+        && meta.kernel == want.kernel
+        && meta.initrd == want.initrd
+        && meta.qemu_path == want.qemu_path;
+    if !same_boot {
+        return mismatch(
+            &format!("{q}kernel"),
+            format!(
+                "{} {} {}",
+                meta.qemu_path.display(),
+                meta.machine_type,
+                meta.kernel.display()
+            ),
+            format!(
+                "{} {} {}",
+                want.qemu_path.display(),
+                want.machine_type,
+                want.kernel.display()
+            ),
+        );
+    }
+    Ok(Some(TemplateRole::Clone))
+}
+
+/// Turn a sandbox's QEMU invocation into a template's or a clone's: guest
+/// RAM from the template file (shared for the template, private for a
+/// clone), and `-incoming defer` for a clone.
+pub fn apply(qc: &mut Config, st: &SandboxState) {
+    let Some(role) = st.template else {
+        return;
+    };
+    let cfg = &st.config;
+    qc.objects.retain(|o| o.id() != MEM_BACKEND_ID);
+    qc.objects.insert(
+        0,
+        Object::MemoryBackendFile {
+            id: MEM_BACKEND_ID.into(),
+            size_mib: cfg.memory_mib,
+            mem_path: cfg
+                .factory
+                .template_path
+                .join(MEMORY_FILE)
+                .display()
+                .to_string(),
+            share: Some(role == TemplateRole::Template),
+            prealloc: false,
+            readonly: None,
+            discard_data: None,
+            align: None,
+        },
+    );
+    if qc.machine.get("memory-backend").is_none() {
+        qc.machine = qc.machine.clone().memory_backend(MEM_BACKEND_ID);
+    }
+    if role == TemplateRole::Clone {
+        qc.incoming = Some(Incoming::Defer);
+    }
+}
+
+fn is_migration_end(e: &qmp::Event) -> bool {
+    e.name == "MIGRATION"
+        && matches!(
+            e.data_str("status"),
+            Some("completed" | "failed" | "cancelled")
+        )
+}
+
+/// Run a migration command and wait for its `MIGRATION` event (the `events`
+/// capability is on), subscribed before the command is sent.
+async fn migrate(
+    client: &qmp::Client,
+    cmd: &'static str,
+    uri: &str,
+    timeout: Duration,
+) -> Result<()> {
+    client
+        .migrate_set_capabilities(&[(IGNORE_SHARED, true), ("events", true)])
+        .await
+        .map_err(HypervisorError::qmp("migrate-set-capabilities"))?;
+    let (_, ev) = client
+        .execute_until(
+            cmd,
+            Some(serde_json::json!({ "uri": uri })),
+            is_migration_end,
+            timeout,
+        )
+        .await
+        .map_err(HypervisorError::qmp(cmd))?;
+    match ev.data_str("status") {
+        Some("completed") => Ok(()),
+        other => {
+            let desc = client
+                .query_migrate()
+                .await
+                .ok()
+                .and_then(|i| i.error_desc)
+                .unwrap_or_default();
+            Err(HypervisorError::Host(format!(
+                "{cmd} {uri}: migration {} {desc}",
+                other.unwrap_or("ended")
+            )))
+        }
+    }
+}
+
+/// For a clone, right after QMP is up: load the template's device state and resume.
+pub(super) async fn restore(
+    client: &qmp::Client,
+    st: &SandboxState,
+    timeout: Duration,
+) -> Result<()> {
+    if st.template != Some(TemplateRole::Clone) {
+        return Ok(());
+    }
+    let state = st.config.factory.template_path.join(STATE_FILE);
+    migrate(
+        client,
+        "migrate-incoming",
+        &format!("exec:cat '{}'", state.display()),
+        timeout,
+    )
+    .await?;
+    client.cont().await.map_err(HypervisorError::qmp("cont"))?;
+    info!(id = %st.id, template = %state.display(), "clone restored from the template");
+    Ok(())
+}
+
+/// Wait until the guest printed `line` on its console (in the log already, or on the socket).
+pub async fn wait_console_line(
+    sock: &Path,
+    log: &Path,
+    line: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let work = async {
+        // Connect first, then read the log: what came before is in the log,
+        // what comes after arrives on the socket.
+        let mut s = tokio::net::UnixStream::connect(sock)
+            .await
+            .map_err(HypervisorError::io(sock.display()))?;
+        let mut seen = tokio::fs::read_to_string(log).await.unwrap_or_default();
+        let mut chunk = [0u8; 4096];
+        while !seen.contains(line) {
+            let n = s
+                .read(&mut chunk)
+                .await
+                .map_err(HypervisorError::io(sock.display()))?;
+            if n == 0 {
+                return Err(HypervisorError::Host(format!(
+                    "console {} closed before the guest printed {line}",
+                    sock.display()
+                )));
+            }
+            seen.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| HypervisorError::Timeout {
+            op: "waiting for the template guest to be ready",
+            after: timeout,
+        })?
+}
+
+fn warn_if_not_tmpfs(tp: &Path) {
+    if let Ok(fs) = nix::sys::statfs::statfs(tp)
+        && fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC
+    {
+        warn!(path = %tp.display(), "template_path is not on tmpfs: the template's memory is a disk file");
+    }
+}
+
+fn remove_files(tp: &Path) -> bool {
+    let mut any = false;
+    for f in [META_FILE, STATE_FILE, MEMORY_FILE] {
+        any |= std::fs::remove_file(tp.join(f)).is_ok();
+    }
+    any
+}
+
+/// `sandvm template create`: build the template in the config's `template_path`.
+/// The template VM runs as a sandbox under `root` until its state is saved.
+pub async fn create(
+    root: StateRoot,
+    cfg: &HypervisorConfig,
+    ready_line: &str,
+    timeout: Duration,
+) -> Result<TemplateMeta> {
+    check_rules(cfg)?;
+    cfg.check_assets()?;
+    let tp = cfg.factory.template_path.clone();
+    if tp.join(STATE_FILE).exists() || tp.join(META_FILE).exists() {
+        return Err(cfg_err(
+            cfg,
+            "factory.template_path",
+            format!(
+                "a template already exists in {}; `sandvm template delete --config {}` first",
+                tp.display(),
+                cfg.source.display()
+            ),
+        ));
+    }
+    std::fs::create_dir_all(&tp).map_err(HypervisorError::io(tp.display()))?;
+    warn_if_not_tmpfs(&tp);
+    let mut tcfg = cfg.clone();
+    tcfg.factory.enable_template = false;
+    let id = format!(
+        "template-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let mut q = Qemu::new(root, tcfg);
+    q.create_vm(&id, CreateOptions::default()).await?;
+    if let Some(st) = q.state.as_mut() {
+        st.template = Some(TemplateRole::Template);
+    }
+    let built = async {
+        q.save()?;
+        q.start_vm(timeout).await?;
+        let console = q.get_vm_console().await?;
+        wait_console_line(&console.socket, &console.log, ready_line, timeout).await?;
+        let client = q.qmp().await?.clone();
+        client.stop().await.map_err(HypervisorError::qmp("stop"))?;
+        let uri = format!("exec:cat>'{}'", tp.join(STATE_FILE).display());
+        migrate(&client, "migrate", &uri, timeout).await
+    }
+    .await;
+    // The template VM has done its job either way (its memory stays in the file).
+    if let Err(e) = q.stop_with(StopMode::Force).await {
+        warn!(id, error = %e, "stopping the template VM");
+    }
+    if let Err(e) = built {
+        remove_files(&tp);
+        return Err(e);
+    }
+    let meta = TemplateMeta::of(cfg);
+    let json = serde_json::to_vec_pretty(&meta).map_err(|e| HypervisorError::Io {
+        what: tp.join(META_FILE).display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let tmp = tp.join(".template.json.tmp");
+    std::fs::write(&tmp, json)
+        .and_then(|()| std::fs::rename(&tmp, tp.join(META_FILE)))
+        .map_err(HypervisorError::io(tp.join(META_FILE).display()))?;
+    info!(path = %tp.display(), "template created");
+    Ok(meta)
+}
+
+/// `sandvm template delete`: remove the template's files (and its folder when
+/// empty). Running clones keep their mappings. True when there was one.
+pub fn delete(cfg: &HypervisorConfig) -> Result<bool> {
+    let tp = &cfg.factory.template_path;
+    let had = remove_files(tp);
+    let _ = std::fs::remove_file(tp.join(".template.json.tmp"));
+    let _ = std::fs::remove_dir(tp);
+    Ok(had)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HostInfo, parse_str};
+
+    fn cfg(extra: &str, factory: &str) -> HypervisorConfig {
+        let text = format!(
+            "[hypervisor.qemu]\npath = \"/bin/true\"\nkernel = \"/k\"\ninitrd = \"/i\"\n\
+             shared_fs = \"none\"\ndefault_memory = 256\n{extra}\n[factory]\n{factory}\n"
+        );
+        let host = HostInfo {
+            cpus: 2,
+            mem_mib: 4096,
+            arch: crate::config::GuestArch::X86_64,
+        };
+        parse_str(Path::new("/c.toml"), &text, &host)
+            .unwrap()
+            .config
+    }
+
+    #[test]
+    fn kata_rules_name_the_key() {
+        check_rules(&cfg("", "")).unwrap();
+        let e = check_rules(&cfg("image = \"/img\"", "")).unwrap_err();
+        assert!(e.to_string().contains("hypervisor.qemu.image"), "{e}");
+        let e = check_rules(&cfg("enable_hugepages = true", "")).unwrap_err();
+        assert!(e.to_string().contains("enable_hugepages"), "{e}");
+        let e = check_rules(&cfg("", "template_path = \"/tmp/it's\"")).unwrap_err();
+        assert!(e.to_string().contains("factory.template_path"), "{e}");
+    }
+
+    #[test]
+    fn clones_need_a_matching_template() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = format!(
+            "enable_template = true\ntemplate_path = \"{}\"",
+            tmp.path().display()
+        );
+        let c = cfg("", &f);
+        let e = check_clone(&c).unwrap_err();
+        assert!(e.to_string().contains("template create"), "{e}");
+        std::fs::write(tmp.path().join(STATE_FILE), b"x").unwrap();
+        std::fs::write(tmp.path().join(MEMORY_FILE), b"x").unwrap();
+        let mut meta = TemplateMeta::of(&c);
+        meta.memory_mib = 512;
+        std::fs::write(
+            tmp.path().join(META_FILE),
+            serde_json::to_vec(&meta).unwrap(),
+        )
+        .unwrap();
+        let e = check_clone(&c).unwrap_err();
+        assert!(
+            e.to_string().contains("default_memory") && e.to_string().contains("512 MiB"),
+            "{e}"
+        );
+        meta.memory_mib = 256;
+        std::fs::write(
+            tmp.path().join(META_FILE),
+            serde_json::to_vec(&meta).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(check_clone(&c).unwrap(), Some(TemplateRole::Clone));
+        assert!(delete(&c).unwrap());
+        assert!(!tmp.path().exists());
+        assert!(!delete(&c).unwrap());
+    }
+}
