@@ -385,11 +385,19 @@ fn qemu_identity_keys() {
 #[test]
 fn kata_own_config_with_placeholders_substituted_loads() {
     let text = include_str!("testdata/kata-configuration-qemu.toml");
-    let l = parse_str(Path::new("/etc/kata-containers/configuration.toml"), text, &HOST).unwrap();
+    let l = parse_str(
+        Path::new("/etc/kata-containers/configuration.toml"),
+        text,
+        &HOST,
+    )
+    .unwrap();
     let c = &l.config;
     assert_eq!(c.machine_type, "q35");
     assert_eq!(c.memory_mib, 2048);
-    assert_eq!(c.max_vcpus, HOST.cpus, "default_maxvcpus = 0 is the host's CPUs");
+    assert_eq!(
+        c.max_vcpus, HOST.cpus,
+        "default_maxvcpus = 0 is the host's CPUs"
+    );
     assert_eq!(c.shared_fs.kind, SharedFs::VirtioFs);
     assert_eq!(c.block.aio, "io_uring");
     assert_eq!(c.firmware, None, "an empty path means none");
@@ -403,7 +411,15 @@ fn kata_own_config_with_placeholders_substituted_loads() {
         "[agent.kata]",
         "[runtime]",
     ] {
-        assert_eq!(w.iter().filter(|x| x.contains(unused)).count(), 1, "one warning for {unused}: {w:?}");
+        assert_eq!(
+            w.iter().filter(|x| x.contains(unused)).count(),
+            1,
+            "one warning for {unused}: {w:?}"
+        );
     }
-    assert!(!w.iter().any(|x| x.contains("qemu.kernel ") || x.contains("qemu.path ")), "{w:?}");
+    assert!(
+        !w.iter()
+            .any(|x| x.contains("qemu.kernel ") || x.contains("qemu.path ")),
+        "{w:?}"
+    );
 }
