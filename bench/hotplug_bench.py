@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Hotplug latency: from the `sandvm` call until the guest sees the change.
 
-Boots one sandbox (virtio-mem on, 2 max vCPUs) and, for --rounds rounds, times
+Boots one sandbox (virtio-mem on, 1 + rounds max vCPUs: under TCG an
+unplugged vCPU's thread context is not reused) and, for --rounds rounds, times
 each operation. A watcher in the guest, started on the console just before the
 call, prints a marker the moment the change is visible in the guest (a busybox
 `usleep 1000` loop), so the time is call -> guest, not call -> return:
@@ -69,7 +70,7 @@ def main() -> None:
     cfg = work / "hp.toml"
     cfg.write_text(
         f'[hypervisor.qemu]\nkernel = "{g / "vmlinuz"}"\ninitrd = "{g / "initramfs.cpio.gz"}"\n'
-        'default_vcpus = 1\ndefault_maxvcpus = 2\ndefault_memory = 512\ndefault_maxmemory = 1536\n'
+        f'default_vcpus = 1\ndefault_maxvcpus = {1 + args.rounds}\ndefault_memory = 512\ndefault_maxmemory = 1536\n'
         'enable_virtio_mem = true\nshared_fs = "none"\nblock_device_driver = "virtio-blk"\n'
         'block_device_aio = "threads"\naccelerator = "tcg"\n'
     )
@@ -77,7 +78,12 @@ def main() -> None:
     with open(img, "wb") as f:
         f.truncate(16 << 20)
     sv = [sandvm(), "--state-dir", str(state)]
-    run = lambda *a: subprocess.run(sv + list(a), check=True, capture_output=True, text=True).stdout
+    def run(*a: str) -> str:
+        r = subprocess.run(sv + list(a), capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit(f"sandvm {' '.join(a)} failed ({r.returncode}): {r.stderr.strip()}")
+        return r.stdout
+
     try:
         run("create", "--config", str(cfg), "--id", "hp")
         run("start", "hp")

@@ -173,6 +173,15 @@ fn pc_dimm_and_vcpus() {
     );
     let e = fail(&env, &["resize-vcpus", "d1", "4"]);
     assert!(e.contains("default_maxvcpus"), "{e}");
+    // Under TCG an unplugged vCPU's thread context is not returned: plugging
+    // again past maxcpus would abort QEMU. It is refused, and QEMU lives on.
+    let e = fail(&env, &["resize-vcpus", "d1", "2"]);
+    assert!(e.contains("TCG"), "{e}");
+    assert_eq!(
+        json(&env.ok(&["status", "d1", "--json"]))["state"],
+        "running"
+    );
+    assert_eq!(env.guest("d1", "echo $((2+3))"), "5");
     env.ok(&["stop", "d1"]);
     env.assert_clean();
 }

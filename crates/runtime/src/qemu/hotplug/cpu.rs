@@ -109,6 +109,21 @@ impl Qemu {
                 .await
                 .map_err(HypervisorError::qmp("query-hotpluggable-cpus"))?;
             let want = (n - old) as usize;
+            // QEMU's multi-threaded TCG gives each vCPU thread a translation
+            // context out of maxcpus, and an unplugged vCPU never returns its
+            // context: plugging a vCPU again past that count aborts QEMU
+            // (tcg_register_thread). Refuse instead. KVM has no such limit.
+            let tcg = self.state.as_ref().and_then(|s| s.accelerator.as_deref()) == Some("tcg");
+            let started = self.config.vcpus as usize
+                + self
+                    .state
+                    .as_ref()
+                    .map_or(0, |s| s.hotplug.vcpus_ever_added as usize);
+            if tcg && started + want > max as usize {
+                return Err(HypervisorError::Host(format!(
+                    "Cannot add {want} vCPUs under TCG: QEMU's multi-threaded TCG has {max} vCPU thread contexts and {started} were used (unplugged vCPUs do not return theirs); under KVM this limit does not apply"
+                )));
+            }
             let free = pick_free(&slots, want);
             if free.len() < want {
                 return Err(HypervisorError::Host(format!(
@@ -140,10 +155,9 @@ impl Qemu {
                 }
                 added.push(PluggedCpu { id, props });
             }
-            self.hp_state_mut("resize vCPUs")?
-                .hotplug
-                .vcpus
-                .extend(added);
+            let st = self.hp_state_mut("resize vCPUs")?;
+            st.hotplug.vcpus_ever_added += added.len() as u32;
+            st.hotplug.vcpus.extend(added);
             self.save()?;
         } else if n < old {
             let remove = (old - n) as usize;

@@ -198,6 +198,10 @@ pub struct HotplugState {
     /// The virtio-mem device, once set up.
     #[serde(default)]
     pub virtio_mem: Option<VirtioMemState>,
+    /// vCPUs hot-added over the VM's life, unplugged ones included (each
+    /// used a TCG thread context; see `hp_resize_vcpus`).
+    #[serde(default)]
+    pub vcpus_ever_added: u32,
 }
 
 impl HotplugState {
