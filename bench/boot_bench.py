@@ -119,11 +119,38 @@ def run_raw(cfg: Path, state: Path, n: int) -> dict:
     return {"spawn_ms": spawn_ms, "qmp_ready_ms": qmp_ms, "guest_ready_ms": ready_ms}
 
 
+def compare(args) -> None:
+    """Time to guest shell for two configs, interleaved (e.g. q35 against microvm)."""
+    work = Path(tempfile.mkdtemp(prefix="sv-bench-", dir="/tmp"))
+    try:
+        ca = tcg_config(Path(args.config).resolve(), work / "a.toml")
+        cb = tcg_config(Path(args.vs).resolve(), work / "b.toml")
+        a, b = [], []
+        for i in range(args.rounds):
+            a.append(run_sandvm(ca, work / "sa"))
+            b.append(run_sandvm(cb, work / "sb"))
+            print(f"round {i + 1}: {Path(args.config).name} {a[-1]['guest_ready_ms']:.0f} ms, "
+                  f"{Path(args.vs).name} {b[-1]['guest_ready_ms']:.0f} ms", file=sys.stderr)
+        ma = statistics.median(x["guest_ready_ms"] for x in a)
+        mb = statistics.median(x["guest_ready_ms"] for x in b)
+        res = {"rounds": args.rounds, "a": args.config, "b": args.vs,
+               "guest_ready_ms": {"a_median": round(ma, 1), "b_median": round(mb, 1), "ratio_b_over_a": round(mb / ma, 3)}}
+        out = ROOT / "target" / "bench"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "machines.json").write_text(json.dumps(res, indent=2) + "\n")
+        print(json.dumps(res))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--config", default=str(ROOT / "configs/qemu-x86_64.toml"))
+    ap.add_argument("--vs", help="a second config: compare two machines (sandvm against sandvm) instead of sandvm against raw QEMU")
     args = ap.parse_args()
+    if args.vs:
+        return compare(args)
     work = Path(tempfile.mkdtemp(prefix="sv-bench-", dir="/tmp"))
     try:
         cfg = tcg_config(Path(args.config).resolve(), work / "bench.toml")

@@ -17,6 +17,9 @@ bench/.venv/bin/python bench/qmp_bench.py
 echo "== Launch overhead and cold boot: sandvm vs raw QEMU with the same argv"
 python3 bench/boot_bench.py --rounds "${BOOT_ROUNDS:-5}"
 
+echo "== Machines: q35 against microvm, time to guest shell"
+python3 bench/boot_bench.py --rounds "${BOOT_ROUNDS:-5}" --config configs/qemu-x86_64.toml --vs configs/qemu-microvm.toml
+
 echo "== VM templating: clone vs cold boot (time to shell, PSS of five)"
 python3 bench/template_bench.py --rounds "${TEMPLATE_ROUNDS:-5}"
 
