@@ -163,6 +163,35 @@ impl Env {
         p
     }
 
+    /// Wait (up to 120 s) until sandbox `id`'s guest has printed its ready line.
+    pub fn wait_ready(&self, id: &str) {
+        let log = self.root.join(id).join("console.log");
+        let ready = eventually(Duration::from_secs(120), || {
+            std::fs::read_to_string(&log).is_ok_and(|s| s.contains(READY))
+        });
+        assert!(
+            ready,
+            "guest of {id} never printed {READY}; console.log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// Create sandbox `id` from `cfg` and start it through the CLI, then wait
+    /// for its guest's ready line.
+    pub fn boot(&self, cfg: &Path, id: &str) {
+        let cfg = cfg.to_str().unwrap();
+        assert_eq!(self.ok(&["create", "--config", cfg, "--id", id]).trim(), id);
+        self.ok(&["start", id]);
+        self.wait_ready(id);
+    }
+
+    /// The pid of sandbox `id`'s QEMU, from `sandvm status`.
+    pub fn qemu_pid(&self, id: &str) -> i32 {
+        json(&self.ok(&["status", id, "--json"]))["pid"]
+            .as_i64()
+            .unwrap() as i32
+    }
+
     /// The sandbox folders left under the root.
     pub fn sandboxes(&self) -> Vec<String> {
         std::fs::read_dir(&self.root)
@@ -253,6 +282,27 @@ pub fn processes_mentioning(needle: &Path) -> Vec<(i32, String)> {
         }
     }
     out
+}
+
+/// The line the test guest prints when it is ready.
+pub const READY: &str = "SANDVM-GUEST-READY";
+
+/// Whether `pid` runs (and is not a zombie).
+pub fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rfind(')').is_some_and(|i| !s[i + 2..].starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// A field of /proc/PID/status in KiB (e.g. `VmRSS`), for `self` or a pid.
+pub fn status_kib(pid: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with(&format!("{field}:")))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
 }
 
 /// Open fds of this process and what each points to (for leak checks).

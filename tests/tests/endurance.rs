@@ -6,16 +6,6 @@
 use sandvm_tests::*;
 use std::time::Duration;
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn hundred_cycles_leak_no_fds_or_memory() {
     use runtime::hypervisor::{CreateOptions, Hypervisor};
@@ -39,12 +29,12 @@ async fn hundred_cycles_leak_no_fds_or_memory() {
     // Warm up: the runtime's lazily created pieces (tokio drivers) exist after one cycle.
     cycle(0).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (fds0, rss0) = (open_fds(), rss_kib());
+    let (fds0, rss0) = (open_fds(), status_kib("self", "VmRSS"));
     for i in 1..=100 {
         cycle(i).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (fds1, rss1) = (open_fds(), rss_kib());
+    let (fds1, rss1) = (open_fds(), status_kib("self", "VmRSS"));
     eprintln!(
         "100 cycles: fds {} -> {}, RSS {rss0} KiB -> {rss1} KiB",
         fds0.len(),

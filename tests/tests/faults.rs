@@ -11,18 +11,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn pid_of(env: &Env, id: &str) -> i32 {
-    json(&env.ok(&["status", id, "--json"]))["pid"]
-        .as_i64()
-        .unwrap() as i32
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rfind(')').is_some_and(|i| !s[i + 2..].starts_with('Z')))
-        .unwrap_or(false)
-}
-
 fn create_start(env: &Env, id: &str) {
     let cfg = env.config(&format!("{id}.toml"), "");
     env.ok(&["create", "--config", cfg.to_str().unwrap(), "--id", id]);
@@ -34,9 +22,9 @@ fn qemu_killed_during_boot_then_stop_cleans_up() {
     let env = Env::new("fkboot");
     create_start(&env, "kb");
     // start returns at QMP ready: the guest is still booting.
-    let pid = pid_of(&env, "kb");
+    let pid = env.qemu_pid("kb");
     kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
-    assert!(eventually(Duration::from_secs(10), || !alive(pid)));
+    assert!(eventually(Duration::from_secs(10), || !process_alive(pid)));
     env.ok(&["stop", "kb"]);
     env.assert_clean();
 }
@@ -45,14 +33,14 @@ fn qemu_killed_during_boot_then_stop_cleans_up() {
 fn frozen_qemu_times_out_qmp_and_stop_still_kills_it() {
     let env = Env::new("fstop");
     create_start(&env, "fz");
-    let pid = pid_of(&env, "fz");
+    let pid = env.qemu_pid("fz");
     kill(Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
     let out = env.sandvm(&["pause", "fz"]);
     assert!(!out.status.success(), "pause of a frozen QEMU must fail");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("timed out"), "{err}");
     env.ok(&["stop", "fz", "--grace", "1"]);
-    assert!(!alive(pid));
+    assert!(!process_alive(pid));
     env.assert_clean();
 }
 
@@ -86,7 +74,7 @@ fn runtime_killed_in_mid_start_then_stop_cleans_up() {
 fn corrupt_state_is_a_clear_error_and_force_stop_cleans_up_by_pid() {
     let env = Env::new("fcorrupt");
     create_start(&env, "cs");
-    let pid = pid_of(&env, "cs");
+    let pid = env.qemu_pid("cs");
     let state = env.root.join("cs/state.json");
     let good = std::fs::read_to_string(&state).unwrap();
     std::fs::write(&state, "{ this is not json").unwrap();
@@ -102,7 +90,7 @@ fn corrupt_state_is_a_clear_error_and_force_stop_cleans_up_by_pid() {
     let err = String::from_utf8_lossy(&env.sandvm(&["stop", "cs"]).stderr).into_owned();
     assert!(err.contains("unknown version 99"), "{err}");
     env.ok(&["stop", "cs", "--force"]);
-    assert!(!alive(pid));
+    assert!(!process_alive(pid));
     env.assert_clean();
 }
 

@@ -5,29 +5,11 @@
 use sandvm_tests::*;
 use std::time::Duration;
 
-const READY: &str = "SANDVM-GUEST-READY";
-
-/// Create and start through the CLI, then wait for the guest's ready line.
-fn boot(env: &Env, cfg: &std::path::Path, id: &str) {
-    let cfg = cfg.to_str().unwrap();
-    assert_eq!(env.ok(&["create", "--config", cfg, "--id", id]).trim(), id);
-    env.ok(&["start", id]);
-    let log = env.root.join(id).join("console.log");
-    let ready = eventually(Duration::from_secs(120), || {
-        std::fs::read_to_string(&log).is_ok_and(|s| s.contains(READY))
-    });
-    assert!(
-        ready,
-        "guest never printed {READY}; console.log:\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-}
-
 #[test]
 fn initrd_boot_console_status_and_stop_from_separate_processes() {
     let env = Env::new("initrd");
     let cfg = env.config("c.toml", "");
-    boot(&env, &cfg, "a1");
+    env.boot(&cfg, "a1");
 
     let st = json(&env.ok(&["status", "a1", "--json"]));
     assert_eq!(st["state"], "running");
@@ -52,16 +34,10 @@ fn initrd_boot_console_status_and_stop_from_separate_processes() {
     assert_eq!(list[0]["id"], "a1");
 
     env.ok(&["stop", "a1"]);
-    assert!(!std::path::Path::new(&format!("/proc/{pid}/exe")).exists() || !is_alive(pid));
+    assert!(!std::path::Path::new(&format!("/proc/{pid}/exe")).exists() || !process_alive(pid));
     // Idempotent.
     env.ok(&["stop", "a1"]);
     env.assert_clean();
-}
-
-fn is_alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
-        .unwrap_or(false)
 }
 
 #[test]
@@ -69,7 +45,7 @@ fn nvdimm_image_is_the_root_filesystem() {
     let env = Env::new("nvdimm");
     let g = guest();
     let cfg = env.config("n.toml", &format!("image = \"{}\"\n", g.rootfs.display()));
-    boot(&env, &cfg, "n1");
+    env.boot(&cfg, "n1");
     let root = env.guest("n1", "awk '$2==\"/\"{print $1, $4}' /proc/mounts | tail -1");
     assert!(
         root.starts_with("/dev/pmem0p1 "),
@@ -84,7 +60,7 @@ fn nvdimm_image_is_the_root_filesystem() {
 async fn pause_and_resume_show_in_qmp() {
     let env = Env::new("pause");
     let cfg = env.config("p.toml", "");
-    boot(&env, &cfg, "p1");
+    env.boot(&cfg, "p1");
     let qmp_path = env.root.join("p1/qmp.sock");
 
     env.ok(&["pause", "p1"]);
@@ -118,7 +94,7 @@ async fn pause_and_resume_show_in_qmp() {
 fn stop_after_qemu_was_killed_from_outside() {
     let env = Env::new("killed");
     let cfg = env.config("k.toml", "");
-    boot(&env, &cfg, "k1");
+    env.boot(&cfg, "k1");
     let pid = json(&env.ok(&["status", "k1", "--json"]))["pid"]
         .as_i64()
         .unwrap() as i32;
@@ -127,7 +103,7 @@ fn stop_after_qemu_was_killed_from_outside() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    assert!(eventually(Duration::from_secs(10), || !is_alive(pid)));
+    assert!(eventually(Duration::from_secs(10), || !process_alive(pid)));
     assert_eq!(
         json(&env.ok(&["status", "k1", "--json"]))["state"],
         "stopped"

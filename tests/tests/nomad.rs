@@ -8,13 +8,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 fn boot(env: &Env, extra: &str, id: &str) {
-    let cfg = env.config(&format!("{id}.toml"), extra);
-    env.ok(&["create", "--config", cfg.to_str().unwrap(), "--id", id]);
-    env.ok(&["start", id]);
-    let log = env.root.join(id).join("console.log");
-    assert!(eventually(Duration::from_secs(120), || {
-        std::fs::read_to_string(&log).is_ok_and(|s| s.contains("SANDVM-GUEST-READY"))
-    }));
+    env.boot(&env.config(&format!("{id}.toml"), extra), id);
 }
 
 #[test]

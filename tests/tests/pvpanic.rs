@@ -6,8 +6,6 @@ use sandvm_tests::*;
 use std::path::PathBuf;
 use std::time::Duration;
 
-const READY: &str = "SANDVM-GUEST-READY";
-
 struct DumpDir(PathBuf);
 
 impl Drop for DumpDir {
@@ -32,10 +30,7 @@ fn guest_panic_is_dumped_as_an_elf_vmcore() {
     env.ok(&["start", "pp"]);
     let st = json(&env.ok(&["status", "pp", "--json"]));
     let qemu_pid = st["pid"].as_i64().unwrap() as i32;
-    let log = env.root.join("pp/console.log");
-    assert!(eventually(Duration::from_secs(120), || {
-        std::fs::read_to_string(&log).is_ok_and(|s| s.contains(READY))
-    }));
+    env.wait_ready("pp");
     // The events monitor exists, and a supervisor holds it.
     assert!(env.root.join("pp/events.sock").exists());
     let state: serde_json::Value =
@@ -89,10 +84,4 @@ fn guest_panic_is_dumped_as_an_elf_vmcore() {
     env.ok(&["stop", "pp"]);
     assert!(!process_alive(sup));
     env.assert_clean();
-}
-
-fn process_alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rfind(')').is_some_and(|i| !s[i + 2..].starts_with('Z')))
-        .unwrap_or(false)
 }

@@ -6,8 +6,6 @@
 use sandvm_tests::*;
 use std::time::Duration;
 
-const READY: &str = "SANDVM-GUEST-READY";
-
 #[tokio::test(flavor = "current_thread")]
 async fn library_start_then_cli_reattaches() {
     use runtime::hypervisor::{CreateOptions, Hypervisor};

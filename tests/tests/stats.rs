@@ -4,16 +4,6 @@
 use sandvm_tests::*;
 use std::time::Duration;
 
-fn vmrss_kib(pid: i64) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn stats_agree_with_proc() {
     let env = Env::new("stats");
@@ -36,7 +26,7 @@ fn stats_agree_with_proc() {
         "a booted guest used CPU: {s}"
     );
     let rss = qemu["rss_kib"].as_u64().unwrap();
-    let proc_rss = vmrss_kib(pid);
+    let proc_rss = status_kib(&pid.to_string(), "VmRSS");
     // Read a moment apart while the guest idles: agree within 10%.
     assert!(
         rss.abs_diff(proc_rss) * 10 < proc_rss,
