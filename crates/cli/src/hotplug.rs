@@ -49,6 +49,26 @@ pub enum HotplugCmd {
         /// Device id (see `sandvm devices`).
         dev: String,
     },
+    /// Join two running sandboxes with a cable: a NIC in each, on the two
+    /// ends of a socketpair (no host network); prints the device id.
+    Link {
+        /// First sandbox id.
+        a: String,
+        /// Second sandbox id.
+        b: String,
+        /// MAC address of A's NIC (default: random, locally administered).
+        #[arg(long)]
+        mac_a: Option<String>,
+        /// MAC address of B's NIC (default: random, locally administered).
+        #[arg(long)]
+        mac_b: Option<String>,
+        /// Device id in both sandboxes (default: cableN, the first free).
+        #[arg(long = "id")]
+        dev: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// List what was hotplugged into a sandbox.
     Devices {
         /// Sandbox id.
@@ -160,6 +180,14 @@ pub async fn run(cmd: HotplugCmd, root: StateRoot) -> Result<ExitCode> {
             drop(q);
             println!("{dev}");
         }
+        HotplugCmd::Link {
+            a,
+            b,
+            mac_a,
+            mac_b,
+            dev,
+            json,
+        } => crate::cable::link(root, &a, &b, [mac_a, mac_b], dev, json).await?,
         HotplugCmd::Unplug { id, dev } => {
             let mut q = Qemu::attach(root, &id).await?;
             q.hotplug_remove_device(&dev).await?;

@@ -3,6 +3,7 @@
 //! Exit codes (docs/cli.md): 0 success, 1 error, 2 usage, 3 config error,
 //! 4 no such sandbox, 5 sandbox busy, 6 console expectation not met in time.
 
+mod cable;
 mod check;
 mod commands;
 mod console;
@@ -31,7 +32,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Hotplug and resize: resize-memory, resize-vcpus, hotplug, unplug, devices.
+    /// Hotplug and resize: resize-memory, resize-vcpus, hotplug, unplug, link, devices.
     #[command(flatten)]
     Hotplug(hotplug::HotplugCmd),
     /// Print the host's fingerprint: QEMU, KVM, hugepages, SELinux, seccomp, virtiofsd, state root.

@@ -182,6 +182,18 @@ pub enum DeviceSpec {
         /// MAC address (default: random, locally administered).
         mac: Option<String>,
     },
+    /// One end of a cable: a `SOCK_DGRAM` socket (one end of a socketpair
+    /// whose other end goes to another sandbox) as a NIC (`dgram` netdev).
+    Cable {
+        /// Device id (empty: generated, `cableN`).
+        id: String,
+        /// The socket (passed to QEMU; ours is closed after).
+        fd: std::sync::Arc<std::os::fd::OwnedFd>,
+        /// MAC address (default: random, locally administered).
+        mac: Option<String>,
+        /// The sandbox at the other end (recorded for display).
+        peer: String,
+    },
     /// vhost-vsock with a guest CID.
     Vsock {
         /// Device id (empty: generated).

@@ -434,6 +434,9 @@ pub struct SandboxState {
     /// The shared filesystem and its daemon (virtiofsd or nydusd), if any.
     #[serde(default)]
     pub fs: Option<crate::qemu::daemons::FsState>,
+    /// The TPM emulator (swtpm), if the sandbox has a TPM.
+    #[serde(default)]
+    pub tpm: Option<crate::qemu::daemons::swtpm::TpmState>,
     /// The sandbox's part in VM templating, if any.
     #[serde(default)]
     pub template: Option<crate::qemu::template::TemplateRole>,

@@ -8,7 +8,7 @@
 //! - on `GUEST_PANICKED`, dumps guest memory as an ELF vmcore into
 //!   `<guest_memory_dump_path>/<id>/`, then ends QEMU (`-action panic=pause`
 //!   keeps the guest there until the dump is written);
-//! - when the shared-fs daemon (virtiofsd, nydusd) exits, logs it, ends QEMU
+//! - when the shared-fs daemon (virtiofsd, nydusd) or swtpm exits, logs it, ends QEMU
 //!   and cleans the sandbox up, as Kata's `onQuit` does;
 //! - exits when QEMU's monitor closes.
 //!
@@ -48,7 +48,9 @@ pub enum SuperviseError {
 
 /// Whether a config needs a supervisor.
 pub fn needed(cfg: &HypervisorConfig) -> bool {
-    cfg.guest_memory_dump_path.is_some() || cfg.shared_fs.kind != crate::config::SharedFs::None
+    cfg.guest_memory_dump_path.is_some()
+        || cfg.shared_fs.kind != crate::config::SharedFs::None
+        || cfg.extras.swtpm.is_some()
 }
 
 /// Where a dump of sandbox `id` goes, named by the time of the panic.
@@ -70,12 +72,19 @@ pub async fn run(dir: &Path, id: &str, cfg: &HypervisorConfig) -> Result<(), Sup
     // The shared-fs daemon (if any): its exit stops the sandbox.
     let daemon_exit = crate::qemu::daemons::wait_daemon_exit(dir);
     tokio::pin!(daemon_exit);
+    // swtpm (if any): its exit stops the sandbox too.
+    let tpm_exit = crate::qemu::daemons::swtpm::wait_exit(dir);
+    tokio::pin!(tpm_exit);
     loop {
         let ev = tokio::select! {
             ev = events.recv() => ev,
             _ = client.closed() => break,
             fs = &mut daemon_exit => {
                 crate::qemu::daemons::on_daemon_exit(&client, dir, id, &fs).await;
+                break;
+            }
+            pid = &mut tpm_exit => {
+                crate::qemu::daemons::swtpm::on_exit(&client, dir, id, pid).await;
                 break;
             }
         };

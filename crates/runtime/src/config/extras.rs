@@ -86,6 +86,9 @@ pub struct Extras {
     pub fw_cfg: Vec<(String, FwCfgBlob)>,
     /// `port_map`: forwards on a user-mode NIC (none: no such NIC).
     pub port_map: Vec<PortForward>,
+    /// `enable_tpm` / `swtpm_path`: the swtpm binary when the guest has a TPM.
+    #[serde(default)]
+    pub swtpm: Option<PathBuf>,
 }
 
 impl Default for Extras {
@@ -95,7 +98,38 @@ impl Default for Extras {
             extra_args: Vec::new(),
             fw_cfg: Vec::new(),
             port_map: Vec::new(),
+            swtpm: None,
         }
+    }
+}
+
+/// swtpm's path when `swtpm_path` is unset.
+pub const DEFAULT_SWTPM_PATH: &str = "/usr/bin/swtpm";
+
+/// Check `enable_tpm` and `swtpm_path`: the swtpm binary when the TPM is on.
+/// The TPM front end (`tpm-tis`) is x86_64 only.
+pub fn swtpm(
+    enable: Option<bool>,
+    path: Option<&str>,
+    arch: super::GuestArch,
+    err: &dyn Fn(&str, String) -> ConfigError,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<Option<PathBuf>, ConfigError> {
+    if !enable.unwrap_or(false) {
+        return Ok(None);
+    }
+    if arch != super::GuestArch::X86_64 {
+        return Err(err(
+            "enable_tpm",
+            format!("a TPM is only supported on x86_64 guests (guest_arch is {arch:?})"),
+        ));
+    }
+    match path {
+        None | Some("") => Ok(Some(PathBuf::from(DEFAULT_SWTPM_PATH))),
+        Some(p) if p.contains('\n') || p.contains('\0') => {
+            Err(err("swtpm_path", "path contains a newline or NUL".into()))
+        }
+        Some(p) => Ok(Some(resolve(p))),
     }
 }
 
@@ -193,6 +227,7 @@ pub fn validate(
         extra_args,
         fw_cfg: blobs,
         port_map: forwards,
+        swtpm: None,
     })
 }
 

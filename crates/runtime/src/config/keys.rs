@@ -76,6 +76,8 @@ pub const QEMU_KEYS: &[&str] = &[
     "qemu_extra_args",
     "fw_cfg",
     "port_map",
+    "enable_tpm",
+    "swtpm_path",
 ];
 
 /// Keys of `[factory]` that sandvm reads.

@@ -212,7 +212,7 @@ impl HypervisorConfig {
     }
 
     /// Check that every asset the config names exists (QEMU, kernel, initrd,
-    /// image, firmware, pflashes, the daemon). Run before a VM is created.
+    /// image, firmware, pflashes, the daemon, swtpm). Run before a VM is created.
     pub fn check_assets(&self) -> Result<(), ConfigError> {
         let file = self.source.display().to_string();
         let mut need: Vec<(String, &PathBuf)> = vec![
@@ -226,6 +226,7 @@ impl HypervisorConfig {
             ("firmware_volume", &self.firmware_volume),
             ("virtio_fs_daemon", &self.shared_fs.daemon),
             ("file_mem_backend", &self.file_mem_backend),
+            ("swtpm_path", &self.extras.swtpm),
         ];
         for (key, p) in opts {
             if let Some(p) = p {

@@ -146,6 +146,10 @@ pub struct RawQemu {
     pub fw_cfg: Option<Vec<super::extras::RawFwCfg>>,
     /// sandvm: port forwards on a user-mode NIC.
     pub port_map: Option<Vec<super::extras::RawPortMap>>,
+    /// sandvm: give the guest a TPM 2.0 emulated by swtpm.
+    pub enable_tpm: Option<bool>,
+    /// sandvm: the swtpm binary (default `/usr/bin/swtpm`).
+    pub swtpm_path: Option<String>,
 }
 
 /// The `[factory]` table.

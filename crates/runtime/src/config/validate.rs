@@ -504,14 +504,23 @@ pub fn validate(
         vhost_user_store,
         qemu_user,
         selinux_label,
-        extras: super::extras::validate(
-            raw.graceful_shutdown_timeout,
-            raw.qemu_extra_args.as_deref(),
-            raw.fw_cfg.as_deref(),
-            raw.port_map.as_deref(),
-            &|key, reason| cx.err(&k(key), reason),
-            &|p| cx.path(p),
-        )?,
+        extras: super::extras::Extras {
+            swtpm: super::extras::swtpm(
+                raw.enable_tpm,
+                raw.swtpm_path.as_deref(),
+                guest_arch,
+                &|key, reason| cx.err(&k(key), reason),
+                &|p| cx.path(p),
+            )?,
+            ..super::extras::validate(
+                raw.graceful_shutdown_timeout,
+                raw.qemu_extra_args.as_deref(),
+                raw.fw_cfg.as_deref(),
+                raw.port_map.as_deref(),
+                &|key, reason| cx.err(&k(key), reason),
+                &|p| cx.path(p),
+            )?
+        },
     })
 }
 

@@ -206,6 +206,14 @@ pub fn build(inp: &BuildInput<'_>) -> Config {
         devices.push(d);
     }
 
+    // TPM: swtpm's control socket, the emulator backend and tpm-tis.
+    let mut tpmdevs = Vec::new();
+    if let Some((c, t, d)) = super::daemons::swtpm::qemu_parts(cfg, inp.dir) {
+        chardevs.push(c);
+        tpmdevs.push(t);
+        devices.push(d);
+    }
+
     // Root image on nvdimm.
     if let (true, Some(image)) = (nvdimm, &cfg.image) {
         let size_mib = round_up(
@@ -384,7 +392,7 @@ pub fn build(inp: &BuildInput<'_>) -> Config {
         netdevs,
         devices,
         drives: Vec::new(),
-        tpmdevs: Vec::new(),
+        tpmdevs,
         extra_args: cfg.extras.extra_args.clone(),
     }
 }

@@ -274,6 +274,7 @@ impl Qemu {
         }
         self.qmp = None;
         self.stop_fs_daemon().await;
+        self.stop_tpm().await;
         self.reap_supervisor().await;
         self.state = None;
         if let Some(dir) = self.dir.take() {
@@ -299,6 +300,9 @@ impl Qemu {
             self.state.as_ref().and_then(|s| s.fs.as_ref()),
         ) {
             v.push((fs.kind.name().to_string(), pid));
+        }
+        if let Some(pid) = self.tpm_pid() {
+            v.push(("swtpm".to_string(), pid));
         }
         v
     }
@@ -335,6 +339,7 @@ impl Qemu {
         let t0 = Instant::now();
         // The shared-fs daemon first: it comes up while QEMU's start is prepared.
         let fs_daemon = self.start_fs_daemon()?;
+        self.start_tpm()?;
         let (dir, st) = self.parts("start")?;
         let id = dir.id().to_string();
         let cfg = st.config.clone();
@@ -462,6 +467,7 @@ impl Hypervisor for Qemu {
             config: self.config.clone(),
             created_unix: unix_now(),
             fs,
+            tpm: None,
             template,
             hotplug: Default::default(),
             pci: pci::SlotAllocator::new(build::bridge_ids(
@@ -602,6 +608,7 @@ impl Hypervisor for Qemu {
         self.live_pid()
             .into_iter()
             .chain(self.fs_daemon_pid())
+            .chain(self.tpm_pid())
             .collect()
     }
 

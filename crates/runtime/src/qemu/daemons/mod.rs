@@ -14,6 +14,7 @@
 //! the daemon dies, it stops the sandbox and logs why, as Kata's `onQuit` does.
 
 pub mod nydusd;
+pub mod swtpm;
 pub mod virtiofsd;
 
 use super::{Qemu, StopMode, TERM_GRACE};

@@ -13,6 +13,7 @@
 //! render; `cpu.rs` and `memory.rs` read QEMU's answers as they go.
 
 pub mod block;
+pub mod cable;
 pub mod cpu;
 pub mod memory;
 pub mod net;
@@ -379,6 +380,9 @@ impl Qemu {
             }
             DeviceSpec::Net { id, tap, mac } => net::plan_tap(&cfg, &policy, &hp, id, &tap, mac)?,
             DeviceSpec::NetFd { id, fd, mac } => net::plan_fd(&cfg, &policy, &hp, id, fd, mac)?,
+            DeviceSpec::Cable { id, fd, mac, peer } => {
+                cable::plan(&policy, &hp, id, fd, mac, &peer)?
+            }
             DeviceSpec::Vsock { id, guest_cid } => vsock::plan(&policy, &hp, id, guest_cid)?,
             DeviceSpec::Vfio { id, host } => vfio::plan(&cfg, &policy, &hp, id, &host)?,
         };

@@ -1,0 +1,152 @@
+//! Cables: two sandboxes joined by a `socketpair(AF_UNIX, SOCK_DGRAM)`, one
+//! end in each QEMU as a NIC, so the guests talk with no host network.
+//!
+//! Each end is a NIC like `net.rs`'s, on a `dgram` netdev instead of a tap:
+//! `getfd` passes the socket, `netdev_add {"type":"dgram","local":{"type":
+//! "fd","str":NAME}}` takes it over, `device_add virtio-net-pci` (or `-ccw`)
+//! puts the NIC on a bridge slot. Each frame is one datagram. The record is a
+//! [`DeviceKind::Net`] with `cable = <peer>` in its info, so `unplug` and
+//! `stop` clean it up like any NIC. When one end goes (unplug, stop), the
+//! other keeps a NIC whose frames go nowhere until it is unplugged too.
+
+use super::block::needs_slot;
+use super::net::{parse_mac, random_mac};
+use super::{DeviceKind, HotplugState, Plan, PluggedDevice, QmpCall, Step, validate_device_id};
+use crate::hypervisor::{HypervisorError, Result};
+use crate::qemu::arch::ArchPolicy;
+use serde_json::{Map, json};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+/// A pair of connected `SOCK_DGRAM` unix sockets, close-on-exec: one end for
+/// each sandbox of a cable.
+pub fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    socketpair(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| HypervisorError::Io {
+        what: "socketpair(AF_UNIX, SOCK_DGRAM) for a cable".into(),
+        reason: e.to_string(),
+    })
+}
+
+/// The steps for a cable end `id` on the fd named `fd-<id>`.
+pub fn steps(id: &str, mac: &str, ccw: bool) -> Vec<Step> {
+    let fdname = format!("fd-{id}");
+    let netdev = format!("netdev-{id}");
+    let mut getfd = Step::new(
+        QmpCall::new("getfd", json!({ "fdname": fdname })),
+        Some(QmpCall::new("closefd", json!({ "fdname": fdname }))),
+    );
+    getfd.pass_fd = true;
+    // netdev_add takes the named fd over: nothing to close after it.
+    getfd.undo_on_remove = false;
+    let netdev_add = Step::new(
+        QmpCall::new(
+            "netdev_add",
+            json!({
+                "type": "dgram",
+                "id": netdev,
+                "local": { "type": "fd", "str": fdname },
+            }),
+        ),
+        Some(QmpCall::new("netdev_del", json!({ "id": netdev }))),
+    );
+    let mut props = Map::new();
+    props.insert("netdev".into(), netdev.into());
+    props.insert("mac".into(), mac.into());
+    let driver = if ccw {
+        "virtio-net-ccw"
+    } else {
+        "virtio-net-pci"
+    };
+    vec![getfd, netdev_add, Step::device(driver, id, props)]
+}
+
+/// The plan for one end of a cable to `peer` on the socket `fd`.
+pub fn plan(
+    policy: &ArchPolicy,
+    hp: &HotplugState,
+    id: String,
+    fd: Arc<OwnedFd>,
+    mac: Option<String>,
+    peer: &str,
+) -> Result<Plan> {
+    let id = if id.is_empty() {
+        hp.next_id("cable")
+    } else {
+        id
+    };
+    validate_device_id(&id)?;
+    let mac = match mac {
+        Some(m) => parse_mac(&m)?,
+        None => random_mac(),
+    };
+    let slot = needs_slot(policy, "a cable NIC")?;
+    let fd = fd
+        .try_clone()
+        .map_err(HypervisorError::io("dup cable socket"))?;
+    let mut info = Map::new();
+    info.insert("cable".into(), peer.into());
+    info.insert("mac".into(), mac.clone().into());
+    Ok(Plan {
+        record: PluggedDevice {
+            id: id.clone(),
+            kind: DeviceKind::Net,
+            driver: if slot {
+                "virtio-net-pci"
+            } else {
+                "virtio-net-ccw"
+            }
+            .into(),
+            slot: None,
+            info,
+            remove: Vec::new(),
+        },
+        steps: steps(&id, &mac, !slot),
+        fd: Some(fd),
+        needs_slot: slot,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use nix::sys::socket::{getsockopt, sockopt};
+
+    #[test]
+    fn steps_pass_the_fd_to_a_dgram_netdev() {
+        let s = steps("cable0", "02:00:00:00:00:01", false);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[0].call.execute, "getfd");
+        assert!(s[0].pass_fd && !s[0].undo_on_remove);
+        assert_eq!(
+            s[1].call.arguments,
+            json!({"type": "dgram", "id": "netdev-cable0",
+                   "local": {"type": "fd", "str": "fd-cable0"}})
+        );
+        assert_eq!(s[2].call.arguments["driver"], "virtio-net-pci");
+        assert_eq!(s[2].call.arguments["netdev"], "netdev-cable0");
+        assert_eq!(s[2].call.arguments["mac"], "02:00:00:00:00:01");
+        assert_eq!(
+            steps("c", "02:00:00:00:00:01", true)[2].call.arguments["driver"],
+            "virtio-net-ccw"
+        );
+    }
+
+    #[test]
+    fn socketpair_is_datagram() {
+        let (a, b) = socketpair().unwrap();
+        for fd in [&a, &b] {
+            assert_eq!(
+                getsockopt(fd, sockopt::SockType).unwrap(),
+                nix::sys::socket::SockType::Datagram
+            );
+        }
+    }
+}
