@@ -62,27 +62,56 @@ fn selinux_mode() -> Option<bool> {
 }
 
 async fn qemu_has_seccomp(qemu: &Path) -> bool {
-    tokio::process::Command::new(qemu)
-        .args([
-            "-sandbox",
-            "on",
-            "-machine",
-            "none",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-S",
-            "-no-user-config",
-        ])
-        .args(["-qmp", "stdio"])
+    // `-sandbox` is parsed before `-version` exits: an error means no seccomp.
+    let probe = tokio::process::Command::new(qemu)
+        .args(["-sandbox", "on", "-version"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
-        .status()
-        .await
-        .map(|s| s.success())
-        .unwrap_or(false)
+        .status();
+    matches!(tokio::time::timeout(std::time::Duration::from_secs(10), probe).await, Ok(Ok(s)) if s.success())
+}
+
+/// Configured features whose QEMU support came after `v`, each as
+/// "feature (key) needs QEMU >= X.Y". Empty when all are supported.
+pub fn too_old(cfg: &HypervisorConfig, v: (u32, u32, u32)) -> Vec<String> {
+    let needs: [(bool, &str, &str, (u32, u32)); 4] = [
+        (
+            true,
+            "sandvm's QMP and memory-backend handling",
+            "hypervisor.qemu.path",
+            (5, 0),
+        ),
+        (
+            cfg.virtio_mem,
+            "virtio-mem",
+            "hypervisor.qemu.enable_virtio_mem",
+            (5, 1),
+        ),
+        (
+            cfg.reclaim_guest_freed_memory,
+            "virtio-balloon free page reporting",
+            "hypervisor.qemu.reclaim_guest_freed_memory",
+            (5, 1),
+        ),
+        (
+            cfg.guest_memory_dump_path.is_some(),
+            "-action panic=pause (dump on guest panic)",
+            "hypervisor.qemu.guest_memory_dump_path",
+            (6, 0),
+        ),
+    ];
+    needs
+        .iter()
+        .filter(|(on, _, _, min)| *on && (v.0, v.1) < *min)
+        .map(|(_, what, key, min)| {
+            format!(
+                "{what} ({key}) needs QEMU >= {}.{}, found {}.{}.{}",
+                min.0, min.1, v.0, v.1, v.2
+            )
+        })
+        .collect()
 }
 
 /// Print the fingerprint.
@@ -105,7 +134,12 @@ pub async fn run(root: &StateRoot, config: Option<&Path>, json_out: bool) -> Res
         .as_ref()
         .and_then(|c| c.shared_fs.daemon.clone())
         .unwrap_or_else(|| PathBuf::from(runtime::config::DEFAULT_VIRTIO_FS_DAEMON));
+    let too_old = match (&cfg, version) {
+        (Some(c), Some(v)) => too_old(c, v),
+        _ => Vec::new(),
+    };
     let report = json!({
+        "too_old_for_config": too_old,
         "qemu": {"path": qemu, "version": version_text, "parsed": version.map(|(a, b, c)| json!([a, b, c])), "supported": version.is_some_and(|v| v.0 >= 5)},
         "kvm": {"dev_kvm": kvm_open.is_ok(), "dev_kvm_error": kvm_open.err(), "auto_picks": probe.accel.as_str(), "reason": probe.reason},
         "hugepages": hugepages(),
@@ -122,6 +156,9 @@ pub async fn run(root: &StateRoot, config: Option<&Path>, json_out: bool) -> Res
             qemu.display(),
             report["qemu"]["version"].as_str().unwrap_or("?")
         );
+        for t in &too_old {
+            println!("too old:         {t}");
+        }
         println!(
             "kvm:             /dev/kvm {}; auto picks {} ({})",
             if report["kvm"]["dev_kvm"] == true {
@@ -161,4 +198,36 @@ pub async fn run(root: &StateRoot, config: Option<&Path>, json_out: bool) -> Res
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn too_old_names_the_feature_and_key() {
+        let text = "[hypervisor.qemu]\nkernel = \"k\"\nshared_fs = \"none\"\nenable_virtio_mem = true\nguest_memory_dump_path = \"/var/crash\"\n";
+        let host = runtime::config::HostInfo {
+            cpus: 2,
+            mem_mib: 4096,
+            arch: GuestArch::X86_64,
+        };
+        let cfg = runtime::config::parse_str(Path::new("/c.toml"), text, &host)
+            .unwrap()
+            .config;
+        let old = too_old(&cfg, (5, 0, 0));
+        assert_eq!(old.len(), 2, "{old:?}");
+        assert!(
+            old[0].contains("virtio-mem")
+                && old[0].contains("enable_virtio_mem")
+                && old[0].contains(">= 5.1")
+        );
+        assert!(old[1].contains("guest_memory_dump_path") && old[1].contains(">= 6.0"));
+        assert!(too_old(&cfg, (10, 0, 2)).is_empty());
+        assert_eq!(
+            too_old(&cfg, (4, 2, 0)).len(),
+            3,
+            "below sandvm's own minimum too"
+        );
+    }
 }

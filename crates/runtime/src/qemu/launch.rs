@@ -106,7 +106,13 @@ pub fn prepare(cfg: &HypervisorConfig, dir: &Path) -> Result<()> {
             .map_err(HypervisorError::io(log.display()))?;
         user::prepare_dir(
             dir,
-            &[files::QMP, files::QEMU_LOG, super::build::EFI_VARS],
+            &[
+                files::QMP,
+                files::QEMU_LOG,
+                super::build::EFI_VARS,
+                // QEMU connects to swtpm's control socket, which sandvm bound.
+                super::daemons::swtpm::TPM_SOCKET,
+            ],
             u,
         )
         .map_err(|e| HypervisorError::Host(e.to_string()))?;
