@@ -163,16 +163,18 @@ impl Env {
         p
     }
 
-    /// Wait (up to 120 s) until sandbox `id`'s guest has printed its ready line.
+    /// Wait (up to 180 s: TCG on a loaded 2-core host) until sandbox `id`'s
+    /// guest has printed its ready line.
     pub fn wait_ready(&self, id: &str) {
         let log = self.root.join(id).join("console.log");
-        let ready = eventually(Duration::from_secs(120), || {
+        let ready = eventually(Duration::from_secs(180), || {
             std::fs::read_to_string(&log).is_ok_and(|s| s.contains(READY))
         });
         assert!(
             ready,
-            "guest of {id} never printed {READY}; console.log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
+            "guest of {id} never printed {READY}; console.log:\n{}\nqemu.log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            std::fs::read_to_string(self.root.join(id).join("qemu.log")).unwrap_or_default()
         );
     }
 

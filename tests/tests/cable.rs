@@ -4,20 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use sandvm_tests::*;
-use std::time::Duration;
 
 fn boot(env: &Env, id: &str) {
-    let cfg = env.config(&format!("{id}.toml"), "");
-    env.ok(&["create", "--config", cfg.to_str().unwrap(), "--id", id]);
-    env.ok(&["start", id]);
-    let log = env.root.join(id).join("console.log");
-    assert!(
-        eventually(Duration::from_secs(180), || {
-            std::fs::read_to_string(&log).is_ok_and(|s| s.contains("SANDVM-GUEST-READY"))
-        }),
-        "{id} never became ready: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    env.boot(&env.config(&format!("{id}.toml"), ""), id);
 }
 
 /// Wait in the guest for the NIC with `mac`, bring it up with `addr`; prints its name.

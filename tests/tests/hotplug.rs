@@ -7,9 +7,6 @@
 use sandvm_tests::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
-
-const READY: &str = "SANDVM-GUEST-READY";
 
 /// A config from `Env::config` with some of its default lines replaced.
 fn config(env: &Env, name: &str, extra: &str, replace: &[(&str, &str)]) -> PathBuf {
@@ -21,21 +18,6 @@ fn config(env: &Env, name: &str, extra: &str, replace: &[(&str, &str)]) -> PathB
     }
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn boot(env: &Env, cfg: &Path, id: &str) {
-    let cfg = cfg.to_str().unwrap();
-    assert_eq!(env.ok(&["create", "--config", cfg, "--id", id]).trim(), id);
-    env.ok(&["start", id]);
-    let log = env.root.join(id).join("console.log");
-    let ready = eventually(Duration::from_secs(180), || {
-        std::fs::read_to_string(&log).is_ok_and(|s| s.contains(READY))
-    });
-    assert!(
-        ready,
-        "guest never printed {READY}; console.log:\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
 }
 
 /// Run `cmd` in the guest once `cond` (a shell test) holds, waiting for it
@@ -83,7 +65,7 @@ fn virtio_mem_grows_by_a_gib_and_shrinks_back() {
         "enable_virtio_mem = true",
         &[("default_maxmemory = 1024", "default_maxmemory = 1280")],
     );
-    boot(&env, &cfg, "m1");
+    env.boot(&cfg, "m1");
     let devs = json(&env.ok(&["devices", "m1", "--json"]));
     assert_eq!(devs["virtio_mem"]["region_mib"], 1024, "{devs}");
     let before = mem_total_kib(&env, "m1");
@@ -120,7 +102,7 @@ fn pc_dimm_and_vcpus() {
         "",
         &[("default_maxvcpus = 2", "default_maxvcpus = 3")],
     );
-    boot(&env, &cfg, "d1");
+    env.boot(&cfg, "d1");
     // pc-dimm: grow by one 128 MiB block.
     let before = mem_total_kib(&env, "d1");
     let r = json(&env.ok(&["resize-memory", "d1", "384", "--json"]));
@@ -247,7 +229,7 @@ async fn virtio_blk_reattach_and_rollback() {
     use runtime::state::StateRoot;
     let env = Env::new("hpblk");
     let cfg = config(&env, "b.toml", "block_device_driver = \"virtio-blk\"", &[]);
-    boot(&env, &cfg, "b1");
+    env.boot(&cfg, "b1");
     let img = image(&env, "disk.img", "SANDVM-DISK-MARKER");
     let s0 = snapshot(&env, "b1").await;
 
@@ -351,7 +333,7 @@ async fn virtio_blk_reattach_and_rollback() {
 fn scsi_hd_appears_and_goes() {
     let env = Env::new("hpscsi");
     let cfg = config(&env, "s.toml", "block_device_driver = \"virtio-scsi\"", &[]);
-    boot(&env, &cfg, "s1");
+    env.boot(&cfg, "s1");
     let img = image(&env, "scsi.img", "SANDVM-SCSI-MARKER");
     assert_eq!(
         env.ok(&[
@@ -427,7 +409,7 @@ fn nic_on_a_tap_in_a_test_namespace() {
     }
     let env = Env::new("hpnet");
     let cfg = config(&env, "n.toml", "", &[]);
-    boot(&env, &cfg, "n1");
+    env.boot(&cfg, "n1");
     let pid = std::process::id();
     let net = Net {
         ns: format!("svt-ns-{pid}"),

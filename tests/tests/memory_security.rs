@@ -9,28 +9,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const READY: &str = "SANDVM-GUEST-READY";
-
 fn boot(env: &Env, cfg: &Path, id: &str) -> i32 {
-    env.ok(&["create", "--config", cfg.to_str().unwrap(), "--id", id]);
-    env.ok(&["start", id]);
-    wait_ready(env, id);
-    json(&env.ok(&["status", id, "--json"]))["pid"]
-        .as_i64()
-        .unwrap() as i32
-}
-
-fn wait_ready(env: &Env, id: &str) {
-    let log = env.root.join(id).join("console.log");
-    let ready = eventually(Duration::from_secs(180), || {
-        std::fs::read_to_string(&log).is_ok_and(|s| s.contains(READY))
-    });
-    assert!(
-        ready,
-        "guest never printed {READY}; console.log:\n{}\nqemu.log:\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default(),
-        std::fs::read_to_string(env.root.join(id).join("qemu.log")).unwrap_or_default()
-    );
+    env.boot(cfg, id);
+    env.qemu_pid(id)
 }
 
 /// A field of /proc/<pid>/status, such as `Seccomp` or `Uid`.
@@ -324,7 +305,7 @@ async fn qemu_inherits_no_fd_it_was_not_given() {
             );
         }
     }
-    wait_ready(&env, "fd1");
+    env.wait_ready("fd1");
     // SAFETY: closing the fd this test opened.
     #[allow(unsafe_code)]
     unsafe {

@@ -36,12 +36,6 @@ fn daemon_pid(env: &Env, id: &str) -> i32 {
         .expect("no daemon pid in state.json") as i32
 }
 
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
-        .unwrap_or(false)
-}
-
 /// Host writes, guest reads; guest writes, host reads. `sub` is where the
 /// share appears under the guest's mount (nydusd mounts it at /containers).
 fn round_trip(env: &Env, id: &str, share: &Path, sub: &str) {
@@ -79,12 +73,12 @@ fn virtiofsd_shares_a_host_folder_both_ways() {
     let cfg = env.config_shared("v.toml", "virtiofsd", "");
     boot(&env, &cfg, "v1", Some(&share));
     let pid = daemon_pid(&env, "v1");
-    assert!(alive(pid));
+    assert!(process_alive(pid));
     let log = std::fs::read_to_string(env.root.join("v1/virtiofsd.log")).unwrap();
     assert!(log.contains("Client connected"), "{log}");
     round_trip(&env, "v1", &share, "");
     env.ok(&["stop", "v1"]);
-    assert!(!alive(pid), "stop reaps virtiofsd");
+    assert!(!process_alive(pid), "stop reaps virtiofsd");
     std::fs::remove_dir_all(&share).unwrap();
     env.assert_clean();
 }
@@ -100,7 +94,7 @@ fn nydusd_passthrough_shares_a_host_folder_both_ways() {
     assert!(share.is_dir());
     round_trip(&env, "n1", &share, "/containers");
     env.ok(&["stop", "n1"]);
-    assert!(!alive(pid), "stop reaps nydusd");
+    assert!(!process_alive(pid), "stop reaps nydusd");
     env.assert_clean();
 }
 
@@ -120,7 +114,7 @@ fn killing_virtiofsd_stops_the_sandbox_and_leaves_nothing() {
     .unwrap();
     // The supervisor sees the daemon's exit (pidfd), ends QEMU and removes the sandbox.
     let gone = eventually(Duration::from_secs(60), || {
-        !alive(qemu) && !env.root.join("k1").exists()
+        !process_alive(qemu) && !env.root.join("k1").exists()
     });
     assert!(gone, "sandbox still there after virtiofsd died");
     let st = env.sandvm(&["status", "k1"]);

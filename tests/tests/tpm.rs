@@ -9,12 +9,6 @@ use std::time::Duration;
 const READY: &str = "SANDVM-GUEST-READY";
 const SWTPM: &str = "/usr/bin/swtpm";
 
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
-        .unwrap_or(false)
-}
-
 #[test]
 fn guest_sees_a_tpm2_from_swtpm_and_stop_reaps_it() {
     assert!(
@@ -45,7 +39,7 @@ fn guest_sees_a_tpm2_from_swtpm_and_stop_reaps_it() {
     let pid = st["tpm"]["pid"]
         .as_i64()
         .expect("no swtpm pid in state.json") as i32;
-    assert!(alive(pid), "swtpm runs");
+    assert!(process_alive(pid), "swtpm runs");
     assert!(
         std::fs::read_link(format!("/proc/{pid}/exe"))
             .unwrap()
@@ -68,7 +62,7 @@ fn guest_sees_a_tpm2_from_swtpm_and_stop_reaps_it() {
     );
 
     env.ok(&["stop", id]);
-    assert!(!alive(pid), "stop reaps swtpm");
+    assert!(!process_alive(pid), "stop reaps swtpm");
     env.assert_clean();
 }
 
@@ -108,7 +102,7 @@ fn killing_swtpm_stops_the_sandbox_and_leaves_nothing() {
     .unwrap();
     // The supervisor sees swtpm's exit (pidfd), ends QEMU and removes the sandbox.
     let gone = eventually(Duration::from_secs(60), || {
-        !alive(qemu) && !env.root.join(id).exists()
+        !process_alive(qemu) && !env.root.join(id).exists()
     });
     assert!(gone, "sandbox still there after swtpm died");
     assert!(eventually(Duration::from_secs(10), || {
