@@ -6,7 +6,6 @@
 use sandvm_tests::*;
 use std::time::Duration;
 
-const READY: &str = "SANDVM-GUEST-READY";
 const SWTPM: &str = "/usr/bin/swtpm";
 
 #[test]
@@ -25,15 +24,7 @@ fn guest_sees_a_tpm2_from_swtpm_and_stop_reaps_it() {
     );
     env.ok(&["start", id]);
     let dir = env.root.join(id);
-    let log = dir.join("console.log");
-    let ready = eventually(Duration::from_secs(120), || {
-        std::fs::read_to_string(&log).is_ok_and(|s| s.contains(READY))
-    });
-    assert!(
-        ready,
-        "guest never printed {READY}; console.log:\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    env.wait_ready(id);
 
     let st = json(&std::fs::read_to_string(dir.join("state.json")).unwrap());
     let pid = st["tpm"]["pid"]

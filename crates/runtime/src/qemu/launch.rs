@@ -120,15 +120,23 @@ pub fn prepare(cfg: &HypervisorConfig, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Spawn QEMU detached (its own session), stdout and stderr to `log`, under
-/// the configured uid/gid/groups and SELinux exec label. Returns the pid.
-pub fn spawn(
-    cfg: &HypervisorConfig,
+/// A command for `bin args` that runs detached (its own session) with stdout
+/// and stderr appended to `log`, `fds` moved onto fds 3, 4, ... (every other
+/// fd closed on exec), and, when given, under `identity`. Shared by QEMU and
+/// the helper daemons (virtiofsd, nydusd, swtpm).
+pub(crate) fn detached_command(
+    bin: &Path,
     args: &[String],
-    listeners: &[&UnixListener],
     log: &Path,
-) -> Result<i32> {
-    let qemu = cfg.qemu_path.as_path();
+    fds: &[RawFd],
+    identity: Option<user::Identity>,
+) -> Result<std::process::Command> {
+    if fds.len() > MAX_LISTENERS {
+        return Err(HypervisorError::Host(format!(
+            "at most {MAX_LISTENERS} fds can be passed to {}",
+            bin.display()
+        )));
+    }
     let logf = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -137,18 +145,10 @@ pub fn spawn(
     let errf = logf
         .try_clone()
         .map_err(HypervisorError::io(log.display()))?;
-    if listeners.len() > MAX_LISTENERS {
-        return Err(HypervisorError::Host(format!(
-            "at most {MAX_LISTENERS} listeners can be passed to QEMU"
-        )));
-    }
-    let mut fds: [RawFd; MAX_LISTENERS] = [-1; MAX_LISTENERS];
-    for (slot, l) in fds.iter_mut().zip(listeners) {
-        *slot = l.as_raw_fd();
-    }
-    let count = listeners.len();
-    let identity = cfg.qemu_user.as_ref().map(user::Identity::from);
-    let mut cmd = std::process::Command::new(qemu);
+    let mut passed: [RawFd; MAX_LISTENERS] = [-1; MAX_LISTENERS];
+    passed[..fds.len()].copy_from_slice(fds);
+    let count = fds.len();
+    let mut cmd = std::process::Command::new(bin);
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(logf)
@@ -158,8 +158,33 @@ pub fn spawn(
     // fork, and allocates nothing.
     #[allow(unsafe_code)]
     unsafe {
-        cmd.pre_exec(move || child_setup(fds, count, identity.as_ref()));
+        cmd.pre_exec(move || child_setup(passed, count, identity.as_ref()));
     }
+    Ok(cmd)
+}
+
+/// Spawn a prepared command; the error names the binary.
+pub(crate) fn spawn_command(mut cmd: std::process::Command, bin: &Path) -> Result<i32> {
+    let child = cmd.spawn().map_err(|e| HypervisorError::StartFailed {
+        reason: format!("cannot execute {}: {e}", bin.display()),
+        stderr: String::new(),
+    })?;
+    // The child is waited for on a pidfd (by pid), here or in a later process.
+    Ok(child.id() as i32)
+}
+
+/// Spawn QEMU detached (its own session), stdout and stderr to `log`, under
+/// the configured uid/gid/groups and SELinux exec label. Returns the pid.
+pub fn spawn(
+    cfg: &HypervisorConfig,
+    args: &[String],
+    listeners: &[&UnixListener],
+    log: &Path,
+) -> Result<i32> {
+    let qemu = cfg.qemu_path.as_path();
+    let fds: Vec<RawFd> = listeners.iter().map(|l| l.as_raw_fd()).collect();
+    let identity = cfg.qemu_user.as_ref().map(user::Identity::from);
+    let cmd = detached_command(qemu, args, log, &fds, identity)?;
     // The exec label is per thread and for the next exec only; the guard puts
     // the previous one back as soon as QEMU is spawned.
     let decision = selinux::decide(
@@ -171,14 +196,9 @@ pub fn spawn(
         reason: e.to_string(),
         stderr: String::new(),
     })?;
-    let spawned = cmd.spawn();
+    let spawned = spawn_command(cmd, qemu);
     drop(label);
-    let child = spawned.map_err(|e| HypervisorError::StartFailed {
-        reason: format!("cannot execute {}: {e}", qemu.display()),
-        stderr: String::new(),
-    })?;
-    // The child is waited for on a pidfd (by pid), here or in a later process.
-    Ok(child.id() as i32)
+    spawned
 }
 
 /// Connect to QMP and negotiate, racing QEMU's exit and a deadline.

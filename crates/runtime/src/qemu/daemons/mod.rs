@@ -26,9 +26,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use qemu_config::{Chardev, Device, Transport, VhostUserFs};
 use serde::{Deserialize, Serialize};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tracing::{error, info, warn};
@@ -210,46 +208,8 @@ pub(crate) fn spawn(
     log: &Path,
     listener: Option<RawFd>,
 ) -> Result<i32> {
-    let logf = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(HypervisorError::io(log.display()))?;
-    let errf = logf
-        .try_clone()
-        .map_err(HypervisorError::io(log.display()))?;
-    let mut cmd = std::process::Command::new(bin);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(logf)
-        .stderr(errf);
-    // SAFETY: the closure only makes async-signal-safe calls (setsid, fcntl,
-    // dup2, close_range) on values captured before fork, and allocates nothing.
-    #[allow(unsafe_code)]
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            if let Some(fd) = listener {
-                use nix::fcntl::{FcntlArg, fcntl};
-                let high =
-                    fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(64)).map_err(std::io::Error::from)?;
-                nix::unistd::dup2(high, 3).map_err(std::io::Error::from)?;
-            }
-            // SAFETY: only sets CLOEXEC on fds above 3; harmless if unsupported.
-            libc::syscall(
-                libc::SYS_close_range,
-                4 as libc::c_uint,
-                libc::c_uint::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            );
-            Ok(())
-        });
-    }
-    let child = cmd.spawn().map_err(|e| HypervisorError::StartFailed {
-        reason: format!("cannot execute {}: {e}", bin.display()),
-        stderr: String::new(),
-    })?;
-    Ok(child.id() as i32)
+    let cmd = super::launch::detached_command(bin, args, log, listener.as_slice(), None)?;
+    super::launch::spawn_command(cmd, bin)
 }
 
 /// The tail of a daemon's log, for errors.
