@@ -6,7 +6,7 @@
 //! start_vm ──spawn daemon (setsid, stderr to <dir>/<daemon>.log)──> pid saved in state.json
 //!          ──accel decision, QEMU argv, listeners (in parallel with the daemon's start)
 //!          ──daemon ready: virtiofsd at once (pre-bound socket, like QMP),
-//!                          nydusd when inotify sees its sockets and the passthrough mount is made
+//!                          nydusd when its sockets listen and the passthrough mount is made
 //!          ──spawn QEMU (vhost-user-fs-pci, chardev to fs.sock, shared file memory)
 //! ```
 //!
@@ -276,6 +276,56 @@ pub(crate) async fn wait_for_files(
     }
 }
 
+/// Whether a Unix socket bound at `path` is listening, from `/proc/net/unix`
+/// (the `__SO_ACCEPTCON` flag). Unlike a trial connect, this does not take
+/// the daemon's one vhost-user connection.
+pub(crate) fn listening(path: &Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return false;
+    };
+    listening_in(&table, path)
+}
+
+/// [`listening`] on a given `/proc/net/unix` text.
+fn listening_in(table: &str, path: &Path) -> bool {
+    const SO_ACCEPTCON: u32 = 0x0001_0000;
+    let want = path.to_string_lossy();
+    table.lines().skip(1).any(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        cols.len() >= 8
+            && cols[7] == want
+            && u32::from_str_radix(cols[3], 16).is_ok_and(|f| f & SO_ACCEPTCON != 0)
+    })
+}
+
+/// Wait until every socket `names` in `dir` exists (inotify) and listens.
+///
+/// A daemon creates the socket file at `bind` and listens a moment later;
+/// a client that connects in between is refused. That gap has no event to
+/// wait on, so after the files appear this re-reads `/proc/net/unix` every
+/// millisecond, racing `pid`'s exit and `timeout`.
+pub(crate) async fn wait_for_listeners(
+    dir: &Path,
+    names: &[&str],
+    pid: i32,
+    timeout: Duration,
+) -> std::result::Result<(), String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    wait_for_files(dir, names, pid, timeout).await?;
+    loop {
+        if names.iter().all(|n| listening(&dir.join(n))) {
+            return Ok(());
+        }
+        if !process::alive(pid, None) {
+            return Err(format!("exited (pid {pid}) before it was ready"));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("sockets not listening after {timeout:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 impl Qemu {
     /// Spawn the sandbox's shared-fs daemon, if it has one, and record its pid.
     /// Called first in a start, so the daemon comes up while QEMU's start is prepared.
@@ -440,5 +490,40 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.contains("exited"), "{e}");
+    }
+
+    #[test]
+    fn listening_reads_the_accept_flag_of_the_bound_path() {
+        let table = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+            0000000000000000: 00000002 00000000 00010000 0001 01 1001 /run/s/fs.sock\n\
+            0000000000000000: 00000002 00000000 00000000 0001 01 1002 /run/s/api.sock\n\
+            0000000000000000: 00000003 00000000 00000000 0001 03 1003\n";
+        assert!(listening_in(table, Path::new("/run/s/fs.sock")));
+        assert!(!listening_in(table, Path::new("/run/s/api.sock")));
+        assert!(!listening_in(table, Path::new("/run/s/none.sock")));
+    }
+
+    #[tokio::test]
+    async fn a_bound_socket_is_waited_for_until_it_listens() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("l.sock");
+        let sock = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let addr = nix::sys::socket::UnixAddr::new(&path).unwrap();
+        nix::sys::socket::bind(sock.as_raw_fd(), &addr).unwrap();
+        assert!(path.exists() && !listening(&path));
+        let me = std::process::id() as i32;
+        let early = wait_for_listeners(tmp.path(), &["l.sock"], me, Duration::from_millis(50));
+        assert!(early.await.unwrap_err().contains("not listening"));
+        let backlog = nix::sys::socket::Backlog::new(4).unwrap();
+        nix::sys::socket::listen(&sock, backlog).unwrap();
+        wait_for_listeners(tmp.path(), &["l.sock"], me, Duration::from_secs(5))
+            .await
+            .unwrap();
     }
 }

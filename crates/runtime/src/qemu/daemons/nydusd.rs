@@ -3,7 +3,7 @@
 //! API, at `/containers` (Kata's `sharedPathInGuest`): in the guest the
 //! shared folder appears as `containers/` under the `kataShared` mount.
 
-use super::{FS_API_SOCKET, FS_SOCKET, log_tail, wait_for_files};
+use super::{FS_API_SOCKET, FS_SOCKET, log_tail, wait_for_listeners};
 use crate::config::HypervisorConfig;
 use crate::hypervisor::{HypervisorError, Result};
 use std::path::Path;
@@ -42,7 +42,7 @@ pub fn args(cfg: &HypervisorConfig, dir: &Path) -> Vec<String> {
     a
 }
 
-/// Wait (inotify) for both sockets, then mount the share through the API.
+/// Wait for both sockets to listen, then mount the share through the API.
 pub async fn ready(
     pid: i32,
     dir: &Path,
@@ -54,7 +54,7 @@ pub async fn ready(
         reason: format!("nydusd: {reason}"),
         stderr: log_tail(log),
     };
-    wait_for_files(dir, &[FS_API_SOCKET, FS_SOCKET], pid, timeout)
+    wait_for_listeners(dir, &[FS_API_SOCKET, FS_SOCKET], pid, timeout)
         .await
         .map_err(failed)?;
     let body = serde_json::json!({
