@@ -14,7 +14,10 @@ fi
 echo "== QMP throughput: qmp crate vs qemu.qmp"
 bench/.venv/bin/python bench/qmp_bench.py
 
-echo "== Launch overhead and cold boot: sandvm vs raw QEMU with the same argv"
+echo "== Launch overhead: start call to QMP negotiated, sandvm vs raw QEMU with the same argv"
+python3 bench/launch_bench.py --rounds "${LAUNCH_ROUNDS:-20}"
+
+echo "== Cold boot to guest shell: sandvm vs raw QEMU with the same argv"
 python3 bench/boot_bench.py --rounds "${BOOT_ROUNDS:-5}"
 
 echo "== Machines: q35 against microvm, time to guest shell"

@@ -103,7 +103,7 @@ pub async fn dispatch(cmd: Cmd, root: StateRoot) -> Result<ExitCode> {
             println!("{id}");
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Start { id, timeout } => {
+        Cmd::Start { id, timeout, json } => {
             let mut q = Qemu::attach(root.clone(), &id).await?;
             let r = q.start_vm(Duration::from_secs(timeout)).await?;
             spawn_supervisor(&root, &mut q)?;
@@ -112,6 +112,12 @@ pub async fn dispatch(cmd: Cmd, root: StateRoot) -> Result<ExitCode> {
                 qmp_ready_ms = r.qmp_ready_ms,
                 "started"
             );
+            if json {
+                let v = json!({
+                    "id": id, "spawn_ms": round(r.spawn_ms), "qmp_ready_ms": round(r.qmp_ready_ms),
+                });
+                println!("{v}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Stop { id, force, grace } => stop(&root, &id, force, grace).await,

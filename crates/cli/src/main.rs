@@ -84,6 +84,9 @@ enum Cmd {
         /// Seconds to wait for QMP.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+        /// Print the start timeline as one JSON line.
+        #[arg(long)]
+        json: bool,
     },
     /// Stop a sandbox and remove its state.
     Stop {
