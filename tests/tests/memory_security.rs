@@ -7,6 +7,7 @@
 use sandvm_tests::*;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 fn boot(env: &Env, cfg: &Path, id: &str) -> i32 {
@@ -194,7 +195,7 @@ async fn seccomp_sandbox_is_on_and_pvpanic_is_present() {
 }
 
 #[test]
-fn qemu_runs_as_a_non_root_uid_and_owns_its_folder() {
+fn qemu_runs_as_a_non_root_uid_and_cannot_touch_the_state() {
     let env = Env::new("uid");
     let cfg = env.config(
         "u.toml",
@@ -214,7 +215,48 @@ fn qemu_runs_as_a_non_root_uid_and_owns_its_folder() {
     assert_eq!(status_field(pid, "Groups"), "");
     let dir = env.root.join("u1");
     let m = std::fs::metadata(&dir).unwrap();
-    assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (65534, 65534, 0o700));
+    assert_eq!(
+        (m.uid(), m.gid(), m.mode() & 0o7777),
+        (0, 65534, 0o1770),
+        "the folder stays root's, sticky, open to QEMU's group"
+    );
+    // As QEMU's identity: state.json can be neither removed nor replaced, and
+    // a symlink planted at the save's temporary name does not redirect a save.
+    let as_qemu = |cmd: &str| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sh",
+                "-c",
+                cmd,
+            ])
+            .current_dir(&dir)
+            .status()
+            .unwrap()
+            .success()
+    };
+    let state = std::fs::read(dir.join("state.json")).unwrap();
+    assert!(
+        !as_qemu("rm -f state.json"),
+        "QEMU's uid removed state.json"
+    );
+    assert!(
+        !as_qemu("echo x > n && mv -f n state.json"),
+        "QEMU's uid replaced state.json"
+    );
+    assert_eq!(std::fs::read(dir.join("state.json")).unwrap(), state);
+    let victim = env.root.join("victim");
+    std::fs::write(&victim, b"untouched").unwrap();
+    assert!(as_qemu(&format!(
+        "ln -s {} .state.json.tmp",
+        victim.display()
+    )));
+    env.ok(&["pause", "u1"]);
+    env.ok(&["resume", "u1"]);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+    std::fs::remove_file(&victim).unwrap();
     for f in [
         "qmp.sock",
         "console.sock",

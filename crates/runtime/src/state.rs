@@ -310,10 +310,17 @@ impl SandboxDir {
             reason: e.to_string(),
         })?;
         let write = || -> std::io::Result<()> {
+            // A fresh file, never through whatever sits at the temporary name:
+            // with `qemu_uid`, QEMU may create files in this folder, and a
+            // symlink it planted there must not redirect a write made as root.
+            match std::fs::remove_file(&tmp) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
                 .mode(0o600)
                 .open(&tmp)?;
             f.write_all(&json)?;

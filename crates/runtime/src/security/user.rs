@@ -12,35 +12,38 @@ use crate::config::QemuUser;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-/// Give `dir` and the named files in it to `user`, the folder with mode 0700.
-/// Files that do not exist (yet) are skipped; QEMU creates those itself.
+/// Open `dir` to `user` without giving it away, and give it the named files.
+///
+/// The folder stays owned by the runtime; its group becomes the user's gid and
+/// its mode `01770`. QEMU can create its own files there (console socket and
+/// log, pidfile) through the group, but the sticky bit keeps it from
+/// deleting, renaming or replacing files it does not own, such as
+/// `state.json`, which holds the pid `stop` signals. Files that do not exist
+/// (yet) are skipped; QEMU creates those itself.
 pub fn prepare_dir(dir: &Path, files: &[&str], user: &QemuUser) -> Result<(), SecurityError> {
-    let chown = |p: &Path| -> Result<(), SecurityError> {
-        match std::os::unix::fs::chown(p, Some(user.uid), Some(user.gid)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(SecurityError::Chown {
-                path: p.display().to_string(),
-                uid: user.uid,
-                gid: user.gid,
-                reason: e.to_string(),
-            }),
-        }
+    let failed = |p: &Path, e: std::io::Error| SecurityError::Chown {
+        path: p.display().to_string(),
+        uid: user.uid,
+        gid: user.gid,
+        reason: e.to_string(),
     };
-    chown(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
-        SecurityError::Chown {
-            path: dir.display().to_string(),
-            uid: user.uid,
-            gid: user.gid,
-            reason: e.to_string(),
-        }
-    })?;
+    std::os::unix::fs::chown(dir, None, Some(user.gid)).map_err(|e| failed(dir, e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE))
+        .map_err(|e| failed(dir, e))?;
     for f in files {
-        chown(&dir.join(f))?;
+        let p = dir.join(f);
+        match std::os::unix::fs::chown(&p, Some(user.uid), Some(user.gid)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(failed(&p, e)),
+        }
     }
     Ok(())
 }
+
+/// The sandbox folder's mode when QEMU runs as its own user: sticky, and
+/// read, write and search for the owner (the runtime) and QEMU's group.
+pub const DIR_MODE: u32 = 0o1770;
 
 /// The ids as the C library takes them, computed before fork so the child
 /// allocates nothing.
@@ -88,7 +91,7 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     #[test]
-    fn prepare_dir_hands_over_folder_and_files() {
+    fn prepare_dir_opens_the_folder_to_the_group_and_hands_over_files() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("sb");
         std::fs::create_dir(&dir).unwrap();
@@ -101,7 +104,7 @@ mod tests {
         };
         prepare_dir(&dir, &["qemu.log", "absent.sock"], &me).unwrap();
         let m = std::fs::metadata(&dir).unwrap();
-        assert_eq!(m.mode() & 0o777, 0o700);
+        assert_eq!(m.mode() & 0o7777, DIR_MODE);
         assert_eq!((m.uid(), m.gid()), (me.uid, me.gid));
         if nix::unistd::getuid().is_root() {
             let nobody = QemuUser {
@@ -112,6 +115,9 @@ mod tests {
             prepare_dir(&dir, &["qemu.log"], &nobody).unwrap();
             let f = std::fs::metadata(dir.join("qemu.log")).unwrap();
             assert_eq!((f.uid(), f.gid()), (65534, 65534));
+            // The folder itself stays ours; only its group is QEMU's.
+            let m = std::fs::metadata(&dir).unwrap();
+            assert_eq!((m.uid(), m.gid()), (me.uid, 65534));
         }
         let e = prepare_dir(&tmp.path().join("missing"), &[], &me).unwrap_err();
         assert!(e.to_string().contains("missing"), "{e}");
