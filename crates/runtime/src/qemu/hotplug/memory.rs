@@ -4,8 +4,10 @@
 //! down to 4 MiB, with the boot memory's share/file/hugepage policy, then
 //! `device_add` `virtio-mem-pci` on a bridge slot (`virtio-mem-ccw` on
 //! s390x) with `requested-size=0`. A resize sets `requested-size` with
-//! `qom-set` and waits for `MEMORY_DEVICE_SIZE_CHANGE` until `size` reaches
-//! the request or [`RESIZE_TIMEOUT`] passes; it reports what was reached.
+//! `qom-set` and waits for `MEMORY_DEVICE_SIZE_CHANGE` (and reads `size`
+//! every [`SIZE_POLL`] between events, which QEMU throttles to one a second)
+//! until `size` reaches the request or [`RESIZE_TIMEOUT`] passes; it reports
+//! what was reached.
 //!
 //! pc-dimm: one dimm per grow, in blocks of the guest's memory block size,
 //! bounded by `memory_slots` and maxmem. Shrinking is not supported.
@@ -32,6 +34,8 @@ pub const VIRTIO_MEM_BACKEND: &str = "vmem0-mem";
 pub const VIRTIO_MEM_ALIGN_MIB: u64 = 4;
 /// How long a resize waits for the guest to reach the requested size.
 pub const RESIZE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How often a virtio-mem resize reads the device's `size` between events.
+pub const SIZE_POLL: Duration = Duration::from_millis(50);
 
 /// The guest's memory block size in MiB: pc-dimms are sized in these.
 pub fn memory_block_mib(arch: GuestArch) -> u64 {
@@ -260,35 +264,50 @@ impl Qemu {
             .await
             .map_err(HypervisorError::qmp("qom-set requested-size"))?;
         let deadline = tokio::time::Instant::now() + RESIZE_TIMEOUT;
+        // QEMU sends at most one MEMORY_DEVICE_SIZE_CHANGE per second per
+        // device, so the event that reports the final size can come up to a
+        // second after the guest got there; between events, `size` is read
+        // every SIZE_POLL (one cheap QMP call).
+        let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + SIZE_POLL, SIZE_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while size != want {
-            match tokio::time::timeout_at(deadline, events.recv()).await {
-                Err(_) => {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
                     warn!(
                         want,
                         size, "virtio-mem did not reach the requested size in time"
                     );
                     break;
                 }
-                Ok(Ok(ev)) => {
-                    if ev.name == "MEMORY_DEVICE_SIZE_CHANGE"
-                        && ev.data_str("id") == Some(vm.id.as_str())
-                    {
-                        size = ev.data.get("size").and_then(Value::as_u64).unwrap_or(size);
-                    }
-                }
-                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                _ = poll.tick() => {
                     size = size_now(
                         c.qom_get(&path, "size")
                             .await
                             .map_err(HypervisorError::qmp("qom-get size"))?,
                     );
                 }
-                Ok(Err(_)) => {
-                    return Err(HypervisorError::Qmp {
-                        op: "virtio-mem resize",
-                        source: qmp::Error::Disconnected,
-                    });
-                }
+                ev = events.recv() => match ev {
+                    Ok(ev) => {
+                        if ev.name == "MEMORY_DEVICE_SIZE_CHANGE"
+                            && ev.data_str("id") == Some(vm.id.as_str())
+                        {
+                            size = ev.data.get("size").and_then(Value::as_u64).unwrap_or(size);
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        size = size_now(
+                            c.qom_get(&path, "size")
+                                .await
+                                .map_err(HypervisorError::qmp("qom-get size"))?,
+                        );
+                    }
+                    Err(_) => {
+                        return Err(HypervisorError::Qmp {
+                            op: "virtio-mem resize",
+                            source: qmp::Error::Disconnected,
+                        });
+                    }
+                },
             }
         }
         let size = size_now(
