@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # make bench: side-by-side benchmarks. Results go to target/bench/ and are
-# recorded by hand in docs/performance.md.
+# recorded by hand in docs/performance.md; bench/plot.py draws them all into
+# docs/bench.png at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p target/bench
 
-# QEMU's Python client, from PyPI, in a private venv.
-if [ ! -x bench/.venv/bin/python ] || ! bench/.venv/bin/python -c 'import qemu.qmp' 2>/dev/null; then
+# QEMU's Python client and matplotlib (for the plot), from PyPI, in a private venv.
+if [ ! -x bench/.venv/bin/python ] || ! bench/.venv/bin/python -c 'import qemu.qmp, matplotlib' 2>/dev/null; then
   python3 -m venv bench/.venv
   bench/.venv/bin/pip install -q -r bench/requirements.txt
 fi
@@ -28,3 +29,13 @@ python3 bench/template_bench.py --rounds "${TEMPLATE_ROUNDS:-5}"
 
 echo "== Hotplug latency: from the call until the guest sees the change"
 python3 bench/hotplug_bench.py --rounds "${HOTPLUG_ROUNDS:-5}"
+
+echo "== Stop: graceful and forced, sandvm vs a plain script on raw QEMU"
+python3 bench/stop_bench.py --rounds "${STOP_ROUNDS:-3}"
+
+echo "== Density: N small sandboxes started at once, sandvm vs raw QEMU"
+# shellcheck disable=SC2086 # DENSITY_N is a list of counts
+python3 bench/density_bench.py --n ${DENSITY_N:-8 16} --memory "${DENSITY_MEMORY:-160}" --rounds "${DENSITY_ROUNDS:-1}"
+
+echo "== Plot: every result in target/bench/ -> docs/bench.png"
+bench/.venv/bin/python bench/plot.py
