@@ -72,7 +72,19 @@ fn virtio_mem_grows_by_a_gib_and_shrinks_back() {
 
     let r = json(&env.ok(&["resize-memory", "m1", "1280", "--json"]));
     assert_eq!(r["memory_mib"], 1280, "{r}");
-    let grown = mem_total_kib(&env, "m1");
+    // The call returns once the device has plugged the memory; the guest
+    // onlines the last block a moment later.
+    let grown: u64 = guest_when(
+        &env,
+        "m1",
+        &format!(
+            "[ $(awk '/MemTotal/{{print $2}}' /proc/meminfo) -ge {} ]",
+            before + 1000 * 1024
+        ),
+        "awk '/MemTotal/{print $2}' /proc/meminfo",
+    )
+    .parse()
+    .unwrap();
     let delta = grown.saturating_sub(before) / 1024;
     assert!(
         (1000..=1030).contains(&delta),

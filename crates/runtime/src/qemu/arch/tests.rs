@@ -54,7 +54,9 @@ fn x86_64_q35_row() {
     assert_eq!(p.machine.get("kernel_irqchip"), None);
     assert_eq!(p.cpu_model.as_deref(), Some("host"));
     assert_eq!(policy(&c, Accel::Tcg).cpu_model.as_deref(), Some("max"));
-    assert_eq!(p.kernel_params, strs(x86_64::KERNEL_PARAMS));
+    let mut want = strs(x86_64::KERNEL_PARAMS);
+    want.push(x86_64::NO_SWIOTLB.to_string());
+    assert_eq!(p.kernel_params, want);
     assert_eq!(p.transport, Transport::Pci);
     assert_eq!(p.root_bus, Some("pcie.0"));
     assert!(p.bridges && p.rng);
@@ -80,6 +82,25 @@ fn x86_64_q35_row() {
             .ends_with(&strs(&["intel_iommu=on", "iommu=pt"]))
     );
     assert!(drivers(&built(&c, Accel::Kvm, None)).contains(&"intel-iommu".to_string()));
+}
+
+#[test]
+fn x86_64_swiotlb_is_off_only_when_nothing_can_need_it() {
+    let off = |extra: &str| {
+        policy(&cfg("x86_64", extra), Accel::Tcg)
+            .kernel_params
+            .contains(&x86_64::NO_SWIOTLB.to_string())
+    };
+    assert!(off(""));
+    assert!(off("machine_type = \"microvm\""));
+    for needs in [
+        "enable_iommu = true",
+        "enable_iommu_platform = true",
+        "hot_plug_vfio = \"root-port\"",
+        "kernel_params = \"swiotlb=65536\"",
+    ] {
+        assert!(!off(needs), "{needs}");
+    }
 }
 
 #[test]

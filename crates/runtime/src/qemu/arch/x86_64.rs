@@ -1,7 +1,7 @@
 //! x86_64: q35 (Kata's default) and microvm.
 
 use super::{Accel, ArchPolicy, strs, user_machine_options};
-use crate::config::HypervisorConfig;
+use crate::config::{HypervisorConfig, VfioPort};
 use qemu_config::{Machine, Transport};
 
 /// Kata's x86 kernel parameters.
@@ -19,6 +19,21 @@ pub const KERNEL_PARAMS: &[&str] = &[
     "net.ifnames=0",
     "pci=lastbus=0",
 ];
+
+/// Turns the guest's DMA bounce buffer (swiotlb) off. QEMU maps hotpluggable
+/// memory above 4 GiB, so the guest kernel reserves 64 MiB for bouncing DMA of
+/// 32-bit devices; virtio devices without the platform IOMMU never use it.
+pub const NO_SWIOTLB: &str = "swiotlb=noforce";
+
+/// Whether the guest can do without swiotlb: no vIOMMU, no
+/// `iommu_platform`, no VFIO device, and no `swiotlb=` of the user's.
+pub fn swiotlb_unused(cfg: &HypervisorConfig) -> bool {
+    !cfg.iommu
+        && !cfg.iommu_platform
+        && cfg.hot_plug_vfio == VfioPort::NoPort
+        && cfg.cold_plug_vfio == VfioPort::NoPort
+        && !cfg.kernel_params.iter().any(|p| p.starts_with("swiotlb="))
+}
 
 /// The TSC rate of a TCG guest (QEMU counts nanoseconds), for microvm.
 pub const TCG_MICROVM_TSC: &str = "tsc_early_khz=1000000";
@@ -50,6 +65,9 @@ pub(super) fn policy(cfg: &HypervisorConfig, accel: Accel) -> ArchPolicy {
     } else if cfg.iommu {
         machine = machine.kernel_irqchip("split");
         kernel_params.extend(strs(&["intel_iommu=on", "iommu=pt"]));
+    }
+    if swiotlb_unused(cfg) {
+        kernel_params.push(NO_SWIOTLB.to_string());
     }
     let mut globals = Vec::new();
     if accel == Accel::Kvm && !microvm {
