@@ -23,7 +23,7 @@ the state root, not by asking sandvm. Then everything is stopped (`sandvm stop
 A failure or Ctrl-C still kills every VM by pid (try/finally).
 Prints a summary as JSON and writes target/bench/density.json (or --out).
 
-Usage: python3 bench/density_bench.py [--n 8 16] [--memory 160] [--rounds 1] [--supervised]
+Usage: python3 bench/density_bench.py [--n 8 16] [--memory 128] [--rounds 1] [--supervised]
                                           [--kernel-params "swiotlb=noforce"] [--timeout 600]
 """
 
@@ -276,8 +276,8 @@ class Density:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, nargs="+", default=[8, 16])
-    ap.add_argument("--memory", type=int, default=160,
-                    help="MiB per guest (128 does not boot: see docs/performance.md, swiotlb)")
+    ap.add_argument("--memory", type=int, default=128,
+                    help="MiB per guest")
     ap.add_argument("--kernel-params", default="", help="kernel_params of the config, e.g. swiotlb=noforce")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=600, help="seconds for all N guests to be ready")

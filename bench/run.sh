@@ -35,7 +35,7 @@ python3 bench/stop_bench.py --rounds "${STOP_ROUNDS:-3}"
 
 echo "== Density: N small sandboxes started at once, sandvm vs raw QEMU"
 # shellcheck disable=SC2086 # DENSITY_N is a list of counts
-python3 bench/density_bench.py --n ${DENSITY_N:-8 16} --memory "${DENSITY_MEMORY:-160}" --rounds "${DENSITY_ROUNDS:-1}"
+python3 bench/density_bench.py --n ${DENSITY_N:-8 16} --memory "${DENSITY_MEMORY:-128}" --rounds "${DENSITY_ROUNDS:-1}"
 
 echo "== Plot: every result in target/bench/ -> docs/bench.png"
 bench/.venv/bin/python bench/plot.py
