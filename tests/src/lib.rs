@@ -92,6 +92,19 @@ impl Env {
             .unwrap()
     }
 
+    /// Start `sandvm --state-dir <root> ARGS` as a child, its output piped;
+    /// collect it with [`finish`].
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(sandvm_bin())
+            .arg("--state-dir")
+            .arg(&self.root)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// Run and require success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.sandvm(args);
@@ -323,6 +336,54 @@ pub fn open_fds() -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
+}
+
+/// Wait for a child from [`Env::spawn`] and return its output, at most
+/// 180 s: a command that hangs is killed and fails the test (`what` names it).
+pub fn finish(child: std::process::Child, what: &str) -> Output {
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(180)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("{what} hung: no exit after 180 s");
+        }
+    }
+}
+
+/// A template folder on tmpfs, removed on drop.
+pub struct TemplateDir(pub PathBuf);
+
+impl TemplateDir {
+    pub fn new(tag: &str) -> TemplateDir {
+        let p = PathBuf::from(format!("/dev/shm/svt-tmpl-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        TemplateDir(p)
+    }
+}
+
+impl Drop for TemplateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A config from [`Env::config`] with VM templating on, its template in `tp`.
+pub fn template_config(env: &Env, name: &str, tp: &Path, extra: &str) -> PathBuf {
+    env.config(
+        name,
+        &format!(
+            "{extra}\n[factory]\nenable_template = true\ntemplate_path = \"{}\"\n",
+            tp.display()
+        ),
+    )
 }
 
 /// Parse a JSON stdout.

@@ -4,34 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use sandvm_tests::*;
-use std::path::{Path, PathBuf};
-
-/// A template folder on tmpfs, removed on drop.
-struct TemplateDir(PathBuf);
-
-impl TemplateDir {
-    fn new(tag: &str) -> TemplateDir {
-        let p = PathBuf::from(format!("/dev/shm/svt-tmpl-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        TemplateDir(p)
-    }
-}
-
-impl Drop for TemplateDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn template_config(env: &Env, name: &str, tp: &Path, extra: &str) -> PathBuf {
-    env.config(
-        name,
-        &format!(
-            "{extra}\n[factory]\nenable_template = true\ntemplate_path = \"{}\"\n",
-            tp.display()
-        ),
-    )
-}
+use std::path::Path;
 
 fn clone(env: &Env, cfg: &Path, id: &str) {
     env.ok(&["create", "--config", cfg.to_str().unwrap(), "--id", id]);

@@ -15,6 +15,24 @@ use std::time::{Duration, Instant};
 /// The line the test guest prints when it is ready.
 pub const READY_LINE: &str = "SANDVM-GUEST-READY";
 
+/// The text of an error and its causes, as `{:#}` joins them (`a: b: c`),
+/// without a cause whose text the message already ends with (errors that
+/// print their source themselves, such as `QMP blockdev-add: QMP connection
+/// closed`, would otherwise say it twice).
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if text.is_empty() {
+            text = c;
+        } else if !text.ends_with(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
+}
+
 /// Exit code for an error (docs/cli.md).
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
@@ -366,4 +384,40 @@ fn spawn_supervisor(root: &StateRoot, q: &mut Qemu) -> Result<()> {
         .context("cannot start the supervisor")?;
     q.set_supervisor(child.id() as i32)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Prints its source itself, as `HypervisorError::Qmp` does.
+    #[derive(Debug, thiserror::Error)]
+    #[error("QMP blockdev-add: {0}")]
+    struct Step(#[source] std::io::Error);
+
+    #[test]
+    fn error_text_says_each_cause_once() {
+        let closed = || std::io::Error::other("QMP connection closed");
+        let e = anyhow::Error::new(HypervisorError::QemuExited {
+            pid: 42,
+            op: "a device hotplug".into(),
+            source: Box::new(HypervisorError::Host("the socket closed".into())),
+        });
+        assert_eq!(
+            error_text(&e),
+            "QEMU (pid 42) exited during a device hotplug: Host: the socket closed"
+        );
+        let e = anyhow::Error::new(Step(closed()));
+        assert_eq!(
+            error_text(&e),
+            "QMP blockdev-add: QMP connection closed",
+            "{e:#}"
+        );
+        let e = anyhow::Error::new(Step(closed())).context("hotplug of blk0");
+        assert_eq!(
+            error_text(&e),
+            "hotplug of blk0: QMP blockdev-add: QMP connection closed"
+        );
+        assert_eq!(exit_code(&e), 1);
+    }
 }

@@ -204,7 +204,7 @@ fn main() -> ExitCode {
     match rt.block_on(commands::dispatch(cli.cmd, root)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("sandvm: {e:#}");
+            eprintln!("sandvm: {}", commands::error_text(&e));
             ExitCode::from(commands::exit_code(&e))
         }
     }

@@ -61,6 +61,18 @@ pub enum HypervisorError {
         #[source]
         source: qmp::Error,
     },
+    /// QEMU exited (or was killed) while an operation was talking to it:
+    /// its QMP connection closed and its process is gone.
+    #[error("QEMU (pid {pid}) exited during {op}")]
+    QemuExited {
+        /// QEMU's pid.
+        pid: i32,
+        /// What was going on.
+        op: String,
+        /// The error the operation saw (a closed QMP connection).
+        #[source]
+        source: Box<HypervisorError>,
+    },
     /// An operation ran out of time.
     #[error("{op} timed out after {after:?}")]
     Timeout {

@@ -27,6 +27,9 @@ pub const TERM_GRACE: Duration = Duration::from_secs(3);
 pub const QMP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Timeout for reattaching to a running VM's QMP socket.
 pub const QMP_ATTACH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a closed QMP connection waits for QEMU's exit to show: QEMU's
+/// sockets close as it exits, a moment before its pid is gone.
+pub const EXIT_SETTLE: Duration = Duration::from_secs(2);
 
 /// How to stop a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,6 +228,21 @@ impl Qemu {
         })
     }
 
+    /// `e`, or, when it says the QMP connection closed (or could not be
+    /// made) and this sandbox's QEMU is gone, [`HypervisorError::QemuExited`]
+    /// naming `op`: the caller learns that QEMU died, not only that a socket
+    /// closed. Waits at most [`EXIT_SETTLE`] for the exit to show.
+    pub(crate) async fn explain_exit(&self, op: &str, e: HypervisorError) -> HypervisorError {
+        match self
+            .state
+            .as_ref()
+            .and_then(|s| Some((s.pid?, s.pid_start_ticks)))
+        {
+            Some((pid, ticks)) => exited_or(pid, ticks, op, e).await,
+            None => e,
+        }
+    }
+
     fn live_pid(&self) -> Option<i32> {
         let st = self.state.as_ref()?;
         st.pid.filter(|p| process::alive(*p, st.pid_start_ticks))
@@ -406,8 +424,14 @@ impl Qemu {
         // state that `stop` can clean up.
         self.save()?;
         let client = launch::wait_qmp(pid, &qmp_path, &log, timeout).await?;
-        if let Some(st) = self.state.as_ref() {
-            template::restore(&client, st, timeout).await?;
+        let restored = match self.state.as_ref() {
+            Some(st) => template::restore(&client, st, timeout).await,
+            None => Ok(()),
+        };
+        if let Err(e) = restored {
+            return Err(self
+                .explain_exit("the load of the template's state", e)
+                .await);
         }
         let qmp_ready_ms = t0.elapsed().as_secs_f64() * 1e3;
         if !cfg.extras.port_map.is_empty() {
@@ -424,6 +448,32 @@ impl Qemu {
             spawn_ms,
             qmp_ready_ms,
         })
+    }
+}
+
+/// `e` as [`HypervisorError::QemuExited`] when it is a lost QMP connection
+/// and QEMU `pid` (started at `ticks`) is gone, or goes within [`EXIT_SETTLE`].
+async fn exited_or(pid: i32, ticks: Option<u64>, op: &str, e: HypervisorError) -> HypervisorError {
+    let lost = matches!(
+        &e,
+        HypervisorError::Qmp {
+            source: qmp::Error::Disconnected | qmp::Error::Connect { .. },
+            ..
+        }
+    );
+    if !lost {
+        return e;
+    }
+    // QEMU's sockets close as it exits, a moment before its pid is gone.
+    let gone = !process::alive(pid, ticks) || process::wait_exit(pid, EXIT_SETTLE).await;
+    if !gone {
+        return e;
+    }
+    info!(pid, op, "QEMU exited during the operation");
+    HypervisorError::QemuExited {
+        pid,
+        op: op.to_string(),
+        source: Box::new(e),
     }
 }
 
@@ -550,19 +600,31 @@ impl Hypervisor for Qemu {
     }
 
     async fn hotplug_add_device(&mut self, dev: DeviceSpec) -> Result<()> {
-        self.hp_add(dev).await
+        match self.hp_add(dev).await {
+            Err(e) => Err(self.explain_exit("a device hotplug", e).await),
+            ok => ok,
+        }
     }
 
     async fn hotplug_remove_device(&mut self, id: &str) -> Result<()> {
-        self.hp_remove(id).await
+        match self.hp_remove(id).await {
+            Err(e) => Err(self.explain_exit(&format!("the unplug of {id}"), e).await),
+            ok => ok,
+        }
     }
 
     async fn resize_memory(&mut self, mib: u64) -> Result<u64> {
-        self.hp_resize_memory(mib).await
+        match self.hp_resize_memory(mib).await {
+            Err(e) => Err(self.explain_exit("a memory resize", e).await),
+            ok => ok,
+        }
     }
 
     async fn resize_vcpus(&mut self, n: u32) -> Result<(u32, u32)> {
-        self.hp_resize_vcpus(n).await
+        match self.hp_resize_vcpus(n).await {
+            Err(e) => Err(self.explain_exit("a vCPU resize", e).await),
+            ok => ok,
+        }
     }
 
     async fn get_vm_console(&self) -> Result<ConsoleInfo> {
@@ -648,4 +710,44 @@ pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Path helper for the CLI: the console socket of a sandbox.
 pub fn console_socket(root: &StateRoot, id: &str) -> PathBuf {
     root.sandbox_dir(id).join(files::CONSOLE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_lost_qmp_connection_of_a_dead_qemu_says_it_exited() {
+        let lost = || HypervisorError::Qmp {
+            op: "blockdev-add",
+            source: qmp::Error::Disconnected,
+        };
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let ticks = process::start_ticks(pid);
+        // Still running: a lost connection stays what it is.
+        let e = exited_or(pid, ticks, "a device hotplug", lost()).await;
+        assert!(matches!(e, HypervisorError::Qmp { .. }), "{e:?}");
+        // Not a lost connection: unchanged.
+        let timeout = HypervisorError::Qmp {
+            op: "blockdev-add",
+            source: qmp::Error::Timeout {
+                command: "blockdev-add".into(),
+            },
+        };
+        let e = exited_or(pid, ticks, "a device hotplug", timeout).await;
+        assert!(matches!(e, HypervisorError::Qmp { .. }), "{e:?}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let e = exited_or(pid, ticks, "a device hotplug", lost()).await;
+        assert_eq!(
+            e.to_string(),
+            format!("QEMU (pid {pid}) exited during a device hotplug")
+        );
+        let source = std::error::Error::source(&e).unwrap().to_string();
+        assert!(source.contains("blockdev-add"), "{source}");
+    }
 }

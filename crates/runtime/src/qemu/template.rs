@@ -146,14 +146,61 @@ pub fn check_rules(cfg: &HypervisorConfig) -> Result<()> {
     Ok(())
 }
 
+/// What a template folder holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found {
+    /// No template file at all.
+    Nothing,
+    /// A complete template. `template.json` is written last, once the state
+    /// is saved, so its presence (with both other files) marks one.
+    Complete(TemplateMeta),
+    /// Files of a template whose making is running, was interrupted (QEMU
+    /// or sandvm killed in mid-save) or that was damaged: what is wrong.
+    Incomplete(String),
+}
+
+/// Look at the template folder `tp`. Only a [`Found::Complete`] template may
+/// be cloned; anything else there is reported, never trusted.
+pub fn inspect(tp: &Path) -> Found {
+    let present: Vec<&str> = [META_FILE, STATE_FILE, MEMORY_FILE]
+        .into_iter()
+        .filter(|f| tp.join(f).symlink_metadata().is_ok())
+        .collect();
+    if present.is_empty() {
+        return Found::Nothing;
+    }
+    if !present.contains(&META_FILE) {
+        return Found::Incomplete(format!(
+            "{} without {META_FILE}: a `template create` is running or was interrupted",
+            present.join(" and ")
+        ));
+    }
+    let meta = match std::fs::read(tp.join(META_FILE))
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice::<TemplateMeta>(&b).map_err(|e| e.to_string()))
+    {
+        Ok(m) => m,
+        Err(e) => return Found::Incomplete(format!("{META_FILE} is unreadable: {e}")),
+    };
+    let missing: Vec<&str> = [STATE_FILE, MEMORY_FILE]
+        .into_iter()
+        .filter(|f| !tp.join(f).is_file())
+        .collect();
+    if !missing.is_empty() {
+        return Found::Incomplete(format!(
+            "{META_FILE} without {} as a regular file",
+            missing.join(" and ")
+        ));
+    }
+    Found::Complete(meta)
+}
+
 /// The template's metadata, if a complete template is at the config's `template_path`.
 pub fn load_meta(cfg: &HypervisorConfig) -> Option<TemplateMeta> {
-    let tp = &cfg.factory.template_path;
-    if !tp.join(STATE_FILE).is_file() || !tp.join(MEMORY_FILE).is_file() {
-        return None;
+    match inspect(&cfg.factory.template_path) {
+        Found::Complete(m) => Some(m),
+        _ => None,
     }
-    let bytes = std::fs::read(tp.join(META_FILE)).ok()?;
-    serde_json::from_slice(&bytes).ok()
 }
 
 /// At `create`: with `enable_template`, check the rules and that a template
@@ -164,16 +211,31 @@ pub fn check_clone(cfg: &HypervisorConfig) -> Result<Option<TemplateRole>> {
     }
     check_rules(cfg)?;
     let tp = &cfg.factory.template_path;
-    let Some(meta) = load_meta(cfg) else {
-        return Err(cfg_err(
-            cfg,
-            "factory.template_path",
-            format!(
-                "no template in {}; build one with `sandvm template create --config {}`",
-                tp.display(),
-                cfg.source.display()
-            ),
-        ));
+    let meta = match inspect(tp) {
+        Found::Complete(meta) => meta,
+        Found::Nothing => {
+            return Err(cfg_err(
+                cfg,
+                "factory.template_path",
+                format!(
+                    "no template in {}; build one with `sandvm template create --config {}`",
+                    tp.display(),
+                    cfg.source.display()
+                ),
+            ));
+        }
+        Found::Incomplete(why) => {
+            return Err(cfg_err(
+                cfg,
+                "factory.template_path",
+                format!(
+                    "the template in {} is incomplete ({why}); rebuild it: \
+                     `sandvm template delete --config {c}` then `sandvm template create --config {c}`",
+                    tp.display(),
+                    c = cfg.source.display()
+                ),
+            ));
+        }
     };
     let want = TemplateMeta::of(cfg);
     let mismatch = |key: &str, t: String, c: String| {
@@ -401,13 +463,20 @@ pub async fn create(
     check_rules(cfg)?;
     cfg.check_assets()?;
     let tp = cfg.factory.template_path.clone();
-    if tp.join(STATE_FILE).exists() || tp.join(META_FILE).exists() {
+    let there = match inspect(&tp) {
+        Found::Nothing => None,
+        Found::Complete(_) => Some(format!("a template already exists in {}", tp.display())),
+        Found::Incomplete(why) => Some(format!(
+            "an incomplete template is in {} ({why})",
+            tp.display()
+        )),
+    };
+    if let Some(there) = there {
         return Err(cfg_err(
             cfg,
             "factory.template_path",
             format!(
-                "a template already exists in {}; `sandvm template delete --config {}` first",
-                tp.display(),
+                "{there}; `sandvm template delete --config {}` first",
                 cfg.source.display()
             ),
         ));
@@ -436,6 +505,10 @@ pub async fn create(
         migrate(&client, "migrate", &uri, timeout).await
     }
     .await;
+    let built = match built {
+        Err(e) => Err(q.explain_exit("the save of the template", e).await),
+        ok => ok,
+    };
     // The template VM has done its job either way (its memory stays in the file).
     if let Err(e) = q.stop_with(StopMode::Force).await {
         warn!(id, error = %e, "stopping the template VM");
@@ -496,6 +569,39 @@ mod tests {
         assert!(e.to_string().contains("enable_hugepages"), "{e}");
         let e = check_rules(&cfg("", "template_path = \"/tmp/it's\"")).unwrap_err();
         assert!(e.to_string().contains("factory.template_path"), "{e}");
+    }
+
+    #[test]
+    fn partial_templates_are_reported_never_trusted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tp = tmp.path();
+        let c = cfg(
+            "",
+            &format!(
+                "enable_template = true\ntemplate_path = \"{}\"",
+                tp.display()
+            ),
+        );
+        assert_eq!(inspect(tp), Found::Nothing);
+        // A save cut short: part of the state, no template.json.
+        std::fs::write(tp.join(STATE_FILE), b"half a stream").unwrap();
+        let Found::Incomplete(why) = inspect(tp) else {
+            panic!("{:?}", inspect(tp))
+        };
+        assert!(why.contains(STATE_FILE) && why.contains(META_FILE), "{why}");
+        let e = check_clone(&c).unwrap_err().to_string();
+        assert!(
+            e.contains("incomplete") && e.contains("template delete"),
+            "{e}"
+        );
+        std::fs::write(tp.join(META_FILE), b"{").unwrap();
+        assert!(matches!(inspect(tp), Found::Incomplete(w) if w.contains("unreadable")));
+        let meta = serde_json::to_vec(&TemplateMeta::of(&c)).unwrap();
+        std::fs::write(tp.join(META_FILE), meta).unwrap();
+        assert!(matches!(inspect(tp), Found::Incomplete(w) if w.contains(MEMORY_FILE)));
+        std::fs::write(tp.join(MEMORY_FILE), b"x").unwrap();
+        assert!(matches!(inspect(tp), Found::Complete(_)));
+        assert_eq!(check_clone(&c).unwrap(), Some(TemplateRole::Clone));
     }
 
     #[test]
