@@ -8,6 +8,8 @@ SANDVM := target/release/sandvm
 GUEST := build/guest/vmlinuz build/guest/initramfs.cpio.gz build/guest/rootfs.ext4
 # End-to-end tests boot real VMs under TCG; two at a time keeps a 2-core host reliable.
 E2E_THREADS ?= 2
+# Seconds `make fuzz` runs each fuzz target.
+FUZZ_SECONDS ?= 60
 
 .PHONY: all setup build guest run test unit e2e lint bench fuzz fuzz-build clean
 
@@ -29,8 +31,8 @@ guest:
 run: setup build guest
 	$(SANDVM) run --config $(CONFIG)
 
-## test: set up, build, and run every test: unit, real-QEMU and end-to-end
-test: setup guest lint
+## test: set up, build, and run every test: unit, real-QEMU and end-to-end; build the fuzz targets
+test: setup guest lint fuzz-build
 	$(CARGO) build --release --workspace --all-targets
 	$(CARGO) test --release --workspace -- --test-threads=$(E2E_THREADS)
 
@@ -43,10 +45,15 @@ lint:
 bench: setup build guest
 	@bash bench/run.sh
 
-## fuzz: run each cargo-fuzz target for a bounded time (FUZZ_SECONDS each)
-fuzz:
-	@bash scripts/fuzz.sh
+## fuzz-build: build every cargo-fuzz target (fuzz/target), as CI does through `make test`
+fuzz-build: setup
+	@bash scripts/fuzz.sh build
+
+## fuzz: seed the corpora, then run each cargo-fuzz target for FUZZ_SECONDS (default 60) each
+fuzz: setup
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
 
 clean:
 	$(CARGO) clean
+	rm -rf fuzz/target
 	rm -rf build

@@ -80,3 +80,12 @@ for b in virtiofsd nydusd; do
   ln -sfn "$TOOLS_CACHE/bin/$b" "tools/bin/$b"
 done
 echo "setup: tools ready in tools/bin (virtiofsd, nydusd)"
+
+# cargo-fuzz for `make fuzz-build` (which `make test`, and so CI, runs) and
+# `make fuzz`: a cargo subcommand, so it goes where cargo finds it (~/.cargo/bin).
+CARGO_FUZZ_VERSION=0.13.2
+if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
+  echo "setup: installing cargo-fuzz $CARGO_FUZZ_VERSION from crates.io (about 2 minutes, once)"
+  cargo install --quiet --locked --force --version "$CARGO_FUZZ_VERSION" cargo-fuzz
+fi
+echo "setup: $(cargo fuzz --version) ready"

@@ -1,18 +1,42 @@
 //! Fuzz config loading: any text must load or give an error that names a key
-//! (or the file, for syntax errors), never a panic.
+//! (or the file, for syntax errors), never a panic. A config that loads must
+//! also build into a QEMU command line that qemu-config accepts, under KVM and
+//! under TCG: what validation lets through must not fail later at `create`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use runtime::config::{ConfigError, GuestArch, HostInfo, parse_str};
+use runtime::qemu::{arch::Accel, build};
 use std::path::Path;
 
-const HOST: HostInfo = HostInfo { cpus: 4, mem_mib: 8192, arch: GuestArch::X86_64 };
+const HOST: HostInfo = HostInfo {
+    cpus: 4,
+    mem_mib: 8192,
+    arch: GuestArch::X86_64,
+};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     match parse_str(Path::new("/fuzz/config.toml"), text, &HOST) {
         Ok(loaded) => {
-            let _ = loaded.config.check_supported();
+            let cfg = &loaded.config;
+            let _ = cfg.check_supported();
+            for accel in [Accel::Kvm, Accel::Tcg] {
+                let qc = build::build(&build::BuildInput {
+                    cfg,
+                    id: "fuzz",
+                    uuid: "00000000-0000-0000-0000-000000000000",
+                    dir: Path::new("/run/sandvm/fuzz"),
+                    accel,
+                    image_size: Some(64 << 20),
+                });
+                if let Err(e) = qc.validate() {
+                    panic!("loaded, but the QEMU config is invalid under {accel:?}: {e}");
+                }
+                assert!(qc.to_args().iter().all(|a| !a.contains('\0')));
+            }
         }
         Err(ConfigError::Invalid { key, .. }) => assert!(!key.is_empty()),
         Err(e) => assert!(e.to_string().contains("/fuzz/config.toml")),

@@ -181,7 +181,16 @@ pub fn validate(
                 ),
             ));
         }
+        if blobs.iter().any(|(n, _)| *n == name) {
+            return Err(err(
+                &key,
+                format!("name {name:?} is already used by an earlier fw_cfg entry"),
+            ));
+        }
         let blob = match (&b.file, &b.string) {
+            (Some(f), None) if f.contains(['\n', '\0']) => {
+                return Err(err(&key, "file path contains a newline or NUL".into()));
+            }
             (Some(f), None) => FwCfgBlob::File(resolve(f)),
             (None, Some(s)) if !s.contains('\0') => FwCfgBlob::String(s.clone()),
             _ => return Err(err(&key, "needs exactly one of file or string".into())),
@@ -215,6 +224,20 @@ pub fn validate(
             }
         };
         for &protocol in protos {
+            // QEMU cannot bind one host port twice; 0 (any free port) can repeat.
+            if host != 0
+                && forwards
+                    .iter()
+                    .any(|f: &PortForward| f.host == host && f.protocol == protocol)
+            {
+                return Err(err(
+                    &key,
+                    format!(
+                        "host port {host}/{} is already forwarded by an earlier entry",
+                        protocol.as_str()
+                    ),
+                ));
+            }
             forwards.push(PortForward {
                 protocol,
                 guest,

@@ -423,3 +423,211 @@ fn kata_own_config_with_placeholders_substituted_loads() {
         "{w:?}"
     );
 }
+
+/// What a file of `testdata/bad/` declares in its leading comments.
+struct Expect {
+    /// `# expect-key: K`: the dotted key the error must name.
+    key: String,
+    /// `# expect-line: N`: a syntax error, on this line.
+    line: Option<usize>,
+}
+
+fn expectation(text: &str) -> Option<Expect> {
+    let field = |name: &str| {
+        text.lines()
+            .take_while(|l| l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+    };
+    Some(Expect {
+        key: field("# expect-key:")?,
+        line: field("# expect-line:").map(|n| n.parse().expect("expect-line is a number")),
+    })
+}
+
+#[test]
+fn bad_config_corpus_is_refused_naming_each_key() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config/testdata/bad");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 30, "only {} bad configs", files.len());
+    let mut failures = Vec::new();
+    for path in &files {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(path).unwrap();
+        let Some(want) = expectation(&text) else {
+            failures.push(format!("{name}: no `# expect-key:` line"));
+            continue;
+        };
+        let file = Path::new("/etc/sandvm/bad").join(&name);
+        let got = std::panic::catch_unwind(|| parse_str(&file, &text, &HOST));
+        let e = match got {
+            Err(_) => {
+                failures.push(format!("{name}: panicked"));
+                continue;
+            }
+            Ok(Ok(_)) => {
+                failures.push(format!("{name}: accepted"));
+                continue;
+            }
+            Ok(Err(e)) => e,
+        };
+        let msg = e.to_string();
+        let problem = match (&e, want.line) {
+            (ConfigError::Invalid { key, .. }, None) if *key == want.key => None,
+            (ConfigError::Syntax { key, line, .. }, Some(l)) if *key == want.key && *line == l => {
+                None
+            }
+            (ConfigError::NoQemuTable { .. }, None) if msg.contains(&want.key) => None,
+            _ => Some(format!(
+                "{name}: want key {} (line {:?}), got {e:?}",
+                want.key, want.line
+            )),
+        };
+        failures.extend(problem);
+        if !msg.contains(&want.key) || !msg.contains(&file.display().to_string()) {
+            failures.push(format!(
+                "{name}: message does not name the key and file: {msg}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn versioned_and_per_arch_machine_types() {
+    for (arch, m) in [
+        ("x86_64", "q35"),
+        ("x86_64", "pc-q35-9.2"),
+        ("x86_64", "microvm"),
+        ("aarch64", "virt"),
+        ("aarch64", "virt-10.0"),
+        ("ppc64le", "pseries-9.1"),
+        ("s390x", "s390-ccw-virtio-10.0"),
+    ] {
+        let c = parse(&minimal(&format!(
+            "guest_arch = \"{arch}\"\nmachine_type = \"{m}\""
+        )))
+        .unwrap_or_else(|e| panic!("{arch} {m}: {e}"))
+        .config;
+        assert_eq!(c.machine_type, m);
+    }
+    for (arch, m) in [
+        ("x86_64", "pc"),
+        ("x86_64", "pc-q35-"),
+        ("x86_64", "pc-i440fx-9.2"),
+        ("aarch64", "q35"),
+        ("aarch64", "virtual"),
+        ("s390x", "pseries"),
+    ] {
+        let e = err_of(&minimal(&format!(
+            "guest_arch = \"{arch}\"\nmachine_type = \"{m}\""
+        )));
+        assert!(
+            matches!(&e, ConfigError::Invalid { key, .. } if key == "hypervisor.qemu.machine_type"),
+            "{arch} {m}: {e}"
+        );
+    }
+}
+
+#[test]
+fn memory_keys_are_bounded_so_maxmem_cannot_overflow() {
+    let max = MAX_MEMORY_MIB as i64;
+    let c = parse(&minimal(&format!(
+        "default_maxmemory = {max}\nmemory_offset = {max}"
+    )))
+    .unwrap()
+    .config;
+    assert!(c.max_memory_mib.checked_add(c.memory_offset_mib).is_some());
+    for key in ["default_memory", "default_maxmemory", "memory_offset"] {
+        let e = err_of(&minimal(&format!("{key} = {}", max + 1)));
+        assert!(
+            matches!(&e, ConfigError::Invalid { key: k, .. } if *k == format!("hypervisor.qemu.{key}")),
+            "{key}: {e}"
+        );
+    }
+}
+
+#[test]
+fn kernel_params_split_at_any_whitespace_and_keep_quotes() {
+    let c = parse(&minimal(
+        "kernel_params = \"\"\"\n  console=hvc0\n\tinit=\"/bin/sh -x\"\n\"\"\"",
+    ))
+    .unwrap()
+    .config;
+    assert_eq!(c.kernel_params, ["console=hvc0", "init=\"/bin/sh", "-x\""]);
+}
+
+#[test]
+fn repeated_host_ports_and_fw_cfg_names_are_refused_but_any_port_may_repeat() {
+    let c = parse(&minimal(
+        "port_map = [{ guest = 80 }, { guest = 81 }, { guest = 53, host = 5353, protocol = \"udp\" }, { guest = 54, host = 5353 }]",
+    ))
+    .unwrap()
+    .config;
+    assert_eq!(c.extras.port_map.len(), 4);
+    let e = err_of(&minimal(
+        "port_map = [{ guest = 53, host = 5353, protocol = \"both\" }, { guest = 54, host = 5353, protocol = \"udp\" }]",
+    ));
+    assert!(e.to_string().contains("hypervisor.qemu.port_map[1]"), "{e}");
+}
+
+#[test]
+fn pflash_counts_per_machine() {
+    for ok in [
+        "pflashes = [\"/a.fd\", \"/b.fd\"]",
+        "firmware = \"/code.fd\"\nfirmware_volume = \"/vars.fd\"",
+        "guest_arch = \"aarch64\"\npflashes = [\"/a.fd\", \"/b.fd\"]",
+        "guest_arch = \"s390x\"\npflashes = []",
+    ] {
+        parse(&minimal(ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    for bad in [
+        "pflashes = [\"/a.fd\", \"/b.fd\", \"/c.fd\"]",
+        "guest_arch = \"s390x\"\npflashes = [\"/a.fd\"]",
+    ] {
+        let e = err_of(&minimal(bad));
+        assert!(
+            matches!(&e, ConfigError::Invalid { key, .. } if key == "hypervisor.qemu.pflashes"),
+            "{bad}: {e}"
+        );
+    }
+}
+
+/// Found by the `config_load` fuzzer: a `machine_accelerators` option name
+/// QEMU cannot parse loaded, then failed qemu-config's check at `create`.
+#[test]
+fn machine_option_names_are_checked_at_load() {
+    let e = err_of(&minimal("machine_accelerators = \"nvdimm)=on\u{1400}\""));
+    assert!(
+        matches!(&e, ConfigError::Invalid { key, .. } if key == "hypervisor.qemu.machine_accelerators"),
+        "{e}"
+    );
+    let c = parse(&minimal(
+        "machine_accelerators = \"nvdimm=on, kernel_irqchip=split,hmat\"",
+    ))
+    .unwrap()
+    .config;
+    assert_eq!(
+        c.machine_accelerators,
+        ["nvdimm=on", "kernel_irqchip=split", "hmat"]
+    );
+}
+
+#[test]
+fn shipped_configs_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            parse_str(&path, &text, &HOST).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 8, "{n} configs");
+}

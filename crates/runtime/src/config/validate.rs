@@ -33,6 +33,11 @@ pub const DEFAULT_ENTROPY_SOURCE: &str = "/dev/urandom";
 pub const DEFAULT_TEMPLATE_PATH: &str = "/run/vc/vm/template";
 /// Most vCPUs QEMU takes on any of our machines.
 pub const MAX_VCPUS: u32 = 240;
+/// Most MiB any memory key takes: 4 PiB, a 52-bit physical address space,
+/// more than any host has. Keeps `maxmem`'s sum far from overflow.
+pub const MAX_MEMORY_MIB: u64 = 1 << 32;
+/// Most pflash units a q35 or virt machine has (code and vars).
+pub const MAX_PFLASHES: usize = 2;
 
 struct Ctx<'a> {
     file: &'a Path,
@@ -83,7 +88,20 @@ impl Ctx<'_> {
         match v {
             None | Some(0) => Ok(default),
             Some(n) if n < 0 => Err(self.err(key, format!("must not be negative (got {n})"))),
+            Some(n) if n as u64 > MAX_MEMORY_MIB => Err(self.err(
+                key,
+                format!("must be at most {MAX_MEMORY_MIB} MiB (4 PiB) (got {n})"),
+            )),
             Some(n) => Ok(n as u64),
+        }
+    }
+
+    /// A comma or space list whose items go to QEMU or the kernel as they are:
+    /// no control characters (newline, NUL, escape...).
+    fn printable(&self, key: &str, items: &[String]) -> Result<(), ConfigError> {
+        match items.iter().find(|i| i.chars().any(char::is_control)) {
+            Some(i) => Err(self.err(key, format!("{i:?} contains a control character"))),
+            None => Ok(()),
         }
     }
 
@@ -164,6 +182,12 @@ pub fn validate(
     let image = cx.opt_path(&k("image"), &raw.image)?;
     let firmware = cx.opt_path(&k("firmware"), &raw.firmware)?;
     let firmware_volume = cx.opt_path(&k("firmware_volume"), &raw.firmware_volume)?;
+    if firmware_volume.is_some() && firmware.is_none() {
+        return Err(cx.err(
+            &k("firmware_volume"),
+            "needs firmware (the OVMF code) to go with the vars template",
+        ));
+    }
 
     let machine_type = match raw.machine_type.as_deref() {
         None | Some("") => default_machine(guest_arch).to_string(),
@@ -173,6 +197,15 @@ pub fn validate(
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             {
                 return Err(cx.err(&k("machine_type"), format!("invalid machine type {m:?}")));
+            }
+            if !machine_known(guest_arch, m) {
+                return Err(cx.err(
+                    &k("machine_type"),
+                    format!(
+                        "machine type {m:?} is not supported on {guest_arch}; expected {}",
+                        known_machines(guest_arch)
+                    ),
+                ));
             }
             m.to_string()
         }
@@ -222,16 +255,7 @@ pub fn validate(
         DEFAULT_MEMORY_SLOTS,
         MAX_MEMORY_SLOTS,
     )?;
-    let memory_offset_mib = match raw.memory_offset {
-        Some(n) if n < 0 => {
-            return Err(cx.err(
-                &k("memory_offset"),
-                format!("must not be negative (got {n})"),
-            ));
-        }
-        Some(n) => n as u64,
-        None => 0,
-    };
+    let memory_offset_mib = cx.mib(&k("memory_offset"), raw.memory_offset, 0)?;
     let bridges = cx.count(
         &k("default_bridges"),
         raw.default_bridges,
@@ -389,20 +413,59 @@ pub fn validate(
         }
     };
 
-    let kernel_params = split_list(&raw.kernel_params, ' ');
-    if kernel_params.iter().any(|p| p.contains('\0')) {
-        return Err(cx.err(&k("kernel_params"), "contains a NUL byte"));
+    // The kernel splits its command line at any whitespace, as sandvm does.
+    let kernel_params: Vec<String> = raw
+        .kernel_params
+        .as_deref()
+        .unwrap_or("")
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    cx.printable(&k("kernel_params"), &kernel_params)?;
+    if kernel_params
+        .iter()
+        .map(|p| p.matches('"').count())
+        .sum::<usize>()
+        % 2
+        == 1
+    {
+        return Err(cx.err(
+            &k("kernel_params"),
+            "has an unbalanced double quote (the kernel would swallow what follows)",
+        ));
     }
     let machine_accelerators = split_list(&raw.machine_accelerators, ',');
-    let cpu_features = split_list(&raw.cpu_features, ',');
-
-    if guest_arch == GuestArch::Aarch64 {
-        match pflashes.len() {
-            0 | 2 => {}
-            1 => return Err(cx.err(&k("pflashes"), "two pflash images needed for arm64")),
-            _ => return Err(cx.err(&k("pflashes"), "too many pflash images for arm64")),
+    cx.printable(&k("machine_accelerators"), &machine_accelerators)?;
+    for opt in &machine_accelerators {
+        // QEMU's option-name rule, which qemu-config enforces on the argv.
+        let name = opt.split_once('=').map_or(opt.as_str(), |(name, _)| name);
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        {
+            return Err(cx.err(
+                &k("machine_accelerators"),
+                format!("option name {name:?} must be letters, digits, '-', '.' or '_'"),
+            ));
         }
     }
+    let cpu_features = split_list(&raw.cpu_features, ',');
+    cx.printable(&k("cpu_features"), &cpu_features)?;
+    let virtio_fs_extra_args = raw.virtio_fs_extra_args.clone().unwrap_or_default();
+    if let Some(a) = virtio_fs_extra_args
+        .iter()
+        .find(|a| a.contains('\n') || a.contains('\0'))
+    {
+        return Err(cx.err(
+            &k("virtio_fs_extra_args"),
+            format!("{a:?} contains a newline or NUL"),
+        ));
+    }
+
+    // firmware_volume is refused above without firmware: together they are UEFI.
+    let uefi = firmware_volume.is_some();
+    check_pflashes(&cx, guest_arch, &machine_type, pflashes.len(), uefi)?;
 
     let qemu_user = qemu_user(&cx, raw)?;
     let selinux_label = match raw.selinux_label.as_deref() {
@@ -470,7 +533,7 @@ pub fn validate(
             cache,
             cache_size_mib,
             queue_size,
-            extra_args: raw.virtio_fs_extra_args.clone().unwrap_or_default(),
+            extra_args: virtio_fs_extra_args,
         },
         block: BlockConfig {
             driver,
@@ -554,6 +617,76 @@ fn qemu_user(cx: &Ctx<'_>, raw: &RawQemu) -> Result<Option<QemuUser>, ConfigErro
                 groups,
             }))
         }
+    }
+}
+
+/// How many pflash images the machine takes: aarch64 virt none or two (code
+/// and vars), q35 at most two and none when `firmware` and `firmware_volume`
+/// already fill both units, other machines none (QEMU refuses an unclaimed
+/// `if=pflash` drive).
+fn check_pflashes(
+    cx: &Ctx<'_>,
+    arch: GuestArch,
+    machine: &str,
+    n: usize,
+    uefi: bool,
+) -> Result<(), ConfigError> {
+    let key = "hypervisor.qemu.pflashes";
+    let has_pflash =
+        arch == GuestArch::Aarch64 || (arch == GuestArch::X86_64 && machine != "microvm");
+    if uefi && !has_pflash {
+        return Err(cx.err(
+            "hypervisor.qemu.firmware_volume",
+            format!(
+                "UEFI pflash drives need q35 or virt; the {machine} machine on {arch} has no pflash"
+            ),
+        ));
+    }
+    let q35 = has_pflash && arch == GuestArch::X86_64;
+    match arch {
+        _ if n == 0 => Ok(()),
+        _ if uefi => Err(cx.err(
+            key,
+            "firmware and firmware_volume already use both pflash units; leave pflashes empty",
+        )),
+        GuestArch::Aarch64 if n == 1 => Err(cx.err(key, "two pflash images needed for arm64")),
+        GuestArch::Aarch64 if n > MAX_PFLASHES => {
+            Err(cx.err(key, "too many pflash images for arm64"))
+        }
+        GuestArch::Aarch64 => Ok(()),
+        _ if q35 && n > MAX_PFLASHES => Err(cx.err(
+            key,
+            format!("{n} pflash images; {machine} has {MAX_PFLASHES} pflash units"),
+        )),
+        _ if q35 => Ok(()),
+        _ => Err(cx.err(
+            key,
+            format!("the {machine} machine on {arch} has no pflash; leave pflashes empty"),
+        )),
+    }
+}
+
+/// Whether sandvm has a policy for machine type `m` on `arch`: the default
+/// machine, its versioned forms (`pc-q35-9.2`, `virt-9.2`, `pseries-9.2`,
+/// `s390-ccw-virtio-9.2`), and `microvm` on x86_64.
+pub fn machine_known(arch: GuestArch, m: &str) -> bool {
+    let versioned = |base: &str| {
+        m.strip_prefix(base)
+            .and_then(|v| v.strip_prefix('-'))
+            .is_some_and(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.'))
+    };
+    match arch {
+        GuestArch::X86_64 => m == "q35" || m == "microvm" || versioned("pc-q35"),
+        other => m == default_machine(other) || versioned(default_machine(other)),
+    }
+}
+
+fn known_machines(arch: GuestArch) -> &'static str {
+    match arch {
+        GuestArch::X86_64 => "q35 (or pc-q35-<version>) or microvm",
+        GuestArch::Aarch64 => "virt (or virt-<version>)",
+        GuestArch::Ppc64le => "pseries (or pseries-<version>)",
+        GuestArch::S390x => "s390-ccw-virtio (or s390-ccw-virtio-<version>)",
     }
 }
 

@@ -315,10 +315,18 @@ pub fn build(inp: &BuildInput<'_>) -> Config {
         threads: Some(1),
         maxcpus: Some(cfg.max_vcpus),
     };
-    let memory = Memory {
-        size_mib: cfg.memory_mib,
-        slots: Some(cfg.memory_slots),
-        maxmem_mib: Some(max_memory_mib(inp, &policy)),
+    // No room above boot memory (default_maxmemory = default_memory and no
+    // nvdimm, or ppc64le's alignment ate it): no hotplug range, and no slots,
+    // which QEMU refuses without one.
+    let maxmem_mib = max_memory_mib(inp, &policy);
+    let memory = if maxmem_mib > cfg.memory_mib {
+        Memory {
+            size_mib: cfg.memory_mib,
+            slots: Some(cfg.memory_slots),
+            maxmem_mib: Some(maxmem_mib),
+        }
+    } else {
+        Memory::new(cfg.memory_mib)
     };
 
     let mut pflash = Vec::new();

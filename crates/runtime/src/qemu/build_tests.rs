@@ -212,3 +212,25 @@ fn pvpanic_is_rendered_with_a_dump_path_on_x86() {
             .any(|d| d.driver() == "pvpanic")
     );
 }
+
+/// Found by the `config_load` fuzzer's render check: `default_maxmemory` equal
+/// to `default_memory` loaded, then rendered `slots=10` with `maxmem` equal to
+/// the size, which qemu-config (and QEMU) refuse.
+#[test]
+fn no_hotplug_range_means_no_slots_and_no_maxmem() {
+    let c = cfg("default_maxmemory = 512");
+    let q = built(&c);
+    assert_eq!(q.memory, Memory::new(512));
+    q.validate().unwrap();
+    // ppc64le rounds maxmem down to 256 MiB: 600 becomes 512, the boot size.
+    let c = cfg("guest_arch = \"ppc64le\"\ndefault_maxmemory = 600");
+    let q = built(&c);
+    assert_eq!(q.memory, Memory::new(512));
+    q.validate().unwrap();
+    // With room, slots and maxmem as before.
+    let q = built(&cfg("default_maxmemory = 1024"));
+    assert_eq!(
+        (q.memory.slots, q.memory.maxmem_mib),
+        (Some(10), Some(1024))
+    );
+}
