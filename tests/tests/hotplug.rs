@@ -292,7 +292,8 @@ async fn virtio_blk_reattach_and_rollback() {
     let marker = guest_when(
         &env,
         "b1",
-        "[ -b /dev/vda ]",
+        // The node can exist a moment before the disk's capacity is known.
+        "[ -b /dev/vda ] && [ $(cat /sys/block/vda/size) -gt 0 ]",
         "dd if=/dev/vda bs=1 skip=4096 count=18 2>/dev/null",
     );
     assert_eq!(marker, "SANDVM-DISK-MARKER");
@@ -363,10 +364,16 @@ fn scsi_hd_appears_and_goes() {
     let marker = guest_when(
         &env,
         "s1",
-        "[ -b /dev/sda ]",
+        // The node can exist a moment before the disk's capacity is known.
+        "[ -b /dev/sda ] && [ $(cat /sys/block/sda/size) -gt 0 ]",
         "dd if=/dev/sda bs=1 skip=4096 count=18 2>/dev/null",
     );
-    assert_eq!(marker, "SANDVM-SCSI-MARKER");
+    assert_eq!(
+        marker,
+        "SANDVM-SCSI-MARKER",
+        "guest: {}",
+        env.guest("s1", "cat /sys/block/sda/size; dmesg | tail -15")
+    );
     env.ok(&["unplug", "s1", "blk0"]);
     assert_eq!(
         guest_when(
