@@ -364,8 +364,8 @@ fn scsi_hd_appears_and_goes() {
     let marker = guest_when(
         &env,
         "s1",
-        // The node can exist a moment before the disk's capacity is known.
-        "[ -b /dev/sda ] && [ $(cat /sys/block/sda/size) -gt 0 ]",
+        // The node can exist a moment before the disk can be read.
+        "[ -b /dev/sda ] && [ $(cat /sys/block/sda/size) -gt 0 ] && dd if=/dev/sda bs=1 skip=4096 count=18 2>/dev/null | grep -q SANDVM-SCSI-MARKER",
         "dd if=/dev/sda bs=1 skip=4096 count=18 2>/dev/null",
     );
     assert_eq!(
