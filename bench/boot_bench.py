@@ -72,8 +72,10 @@ def qmp_negotiate(sock: socket.socket) -> None:
             raise RuntimeError("QMP closed")
 
 
-def run_raw(cfg: Path, state: Path, n: int) -> dict:
-    vid = f"raw{n}"
+def launch_raw(cfg: Path, state: Path, vid: str) -> tuple:
+    """The argv `sandvm cmdline --json` renders for `cfg`, spawned in state/vid with
+    its QMP listener bound here and passed as fd 3, as sandvm does. Returns the
+    process, its folder, the time just before the spawn and the spawn's own ms."""
     argv = json.loads(subprocess.run(
         [str(sandvm()), "--state-dir", str(state), "cmdline", "--config", str(cfg),
          "--id", vid, "--accel", "tcg", "--json"],
@@ -84,20 +86,25 @@ def run_raw(cfg: Path, state: Path, n: int) -> dict:
     listener.bind(str(d / "qmp.sock"))
     listener.listen(8)
     t0 = time.perf_counter()
-    log = open(d / "qemu.log", "wb")
-    if listener.fileno() != 3:
-        # The argv says fd=3: put the listener there (this script holds nothing else at 3).
-        os.dup2(listener.fileno(), 3)
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-        pass_fds=(3,), start_new_session=True,
-    )
-    spawn_ms = (time.perf_counter() - t0) * 1e3
+    with open(d / "qemu.log", "wb") as log:
+        if listener.fileno() != 3:
+            # The argv says fd=3: put the listener there (this script holds nothing else at 3).
+            os.dup2(listener.fileno(), 3)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            pass_fds=(3,), start_new_session=True,
+        )
+        spawn_ms = (time.perf_counter() - t0) * 1e3
     listener.close()
     try:
         os.close(3)
     except OSError:
         pass
+    return proc, d, t0, spawn_ms
+
+
+def run_raw(cfg: Path, state: Path, n: int) -> dict:
+    proc, d, t0, spawn_ms = launch_raw(cfg, state, f"raw{n}")
     q = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     q.connect(str(d / "qmp.sock"))
     qmp_negotiate(q)

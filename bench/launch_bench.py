@@ -17,7 +17,6 @@ Usage: python3 bench/launch_bench.py [--rounds 20] [--config configs/qemu-x86_64
 
 import argparse
 import json
-import os
 import shutil
 import socket
 import statistics
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from boot_bench import ROOT, qmp_negotiate, sandvm, tcg_config  # noqa: E402
+from boot_bench import ROOT, launch_raw, qmp_negotiate, sandvm, tcg_config  # noqa: E402
 
 
 def run_sandvm(cfg: Path, state: Path, n: int) -> dict:
@@ -44,28 +43,7 @@ def run_sandvm(cfg: Path, state: Path, n: int) -> dict:
 
 
 def run_raw(cfg: Path, state: Path, n: int) -> dict:
-    vid = f"r{n}"
-    argv = json.loads(subprocess.run(
-        [str(sandvm()), "--state-dir", str(state), "cmdline", "--config", str(cfg),
-         "--id", vid, "--accel", "tcg", "--json"],
-        check=True, capture_output=True, text=True).stdout)
-    d = state / vid
-    d.mkdir(mode=0o700, parents=True)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(d / "qmp.sock"))
-    listener.listen(8)
-    t0 = time.perf_counter()
-    log = open(d / "qemu.log", "wb")
-    if listener.fileno() != 3:
-        os.dup2(listener.fileno(), 3)
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                            pass_fds=(3,), start_new_session=True)
-    spawn_ms = (time.perf_counter() - t0) * 1e3
-    listener.close()
-    try:
-        os.close(3)
-    except OSError:
-        pass
+    proc, d, t0, spawn_ms = launch_raw(cfg, state, f"r{n}")
     try:
         q = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         q.connect(str(d / "qmp.sock"))
@@ -75,7 +53,6 @@ def run_raw(cfg: Path, state: Path, n: int) -> dict:
     finally:
         proc.kill()
         proc.wait()
-        log.close()
         shutil.rmtree(d)
     return {"spawn_ms": spawn_ms, "qmp_ready_ms": qmp_ms}
 

@@ -9,12 +9,11 @@
 //! `stop` clean it up like any NIC. When one end goes (unplug, stop), the
 //! other keeps a NIC whose frames go nowhere until it is unplugged too.
 
-use super::block::needs_slot;
-use super::net::{parse_mac, random_mac};
-use super::{DeviceKind, HotplugState, Plan, PluggedDevice, QmpCall, Step, validate_device_id};
+use super::net::{NetBackend, plan_with};
+use super::{HotplugState, Plan};
 use crate::hypervisor::{HypervisorError, Result};
 use crate::qemu::arch::ArchPolicy;
-use serde_json::{Map, json};
+use serde_json::Map;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
@@ -34,40 +33,8 @@ pub fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
     })
 }
 
-/// The steps for a cable end `id` on the fd named `fd-<id>`.
-pub fn steps(id: &str, mac: &str, ccw: bool) -> Vec<Step> {
-    let fdname = format!("fd-{id}");
-    let netdev = format!("netdev-{id}");
-    let mut getfd = Step::new(
-        QmpCall::new("getfd", json!({ "fdname": fdname })),
-        Some(QmpCall::new("closefd", json!({ "fdname": fdname }))),
-    );
-    getfd.pass_fd = true;
-    // netdev_add takes the named fd over: nothing to close after it.
-    getfd.undo_on_remove = false;
-    let netdev_add = Step::new(
-        QmpCall::new(
-            "netdev_add",
-            json!({
-                "type": "dgram",
-                "id": netdev,
-                "local": { "type": "fd", "str": fdname },
-            }),
-        ),
-        Some(QmpCall::new("netdev_del", json!({ "id": netdev }))),
-    );
-    let mut props = Map::new();
-    props.insert("netdev".into(), netdev.into());
-    props.insert("mac".into(), mac.into());
-    let driver = if ccw {
-        "virtio-net-ccw"
-    } else {
-        "virtio-net-pci"
-    };
-    vec![getfd, netdev_add, Step::device(driver, id, props)]
-}
-
-/// The plan for one end of a cable to `peer` on the socket `fd`.
+/// The plan for one end of a cable to `peer` on the socket `fd`: a NIC like
+/// `net.rs`'s on a `dgram` netdev, recorded with `cable = <peer>`.
 pub fn plan(
     policy: &ArchPolicy,
     hp: &HotplugState,
@@ -76,52 +43,25 @@ pub fn plan(
     mac: Option<String>,
     peer: &str,
 ) -> Result<Plan> {
-    let id = if id.is_empty() {
-        hp.next_id("cable")
-    } else {
-        id
-    };
-    validate_device_id(&id)?;
-    let mac = match mac {
-        Some(m) => parse_mac(&m)?,
-        None => random_mac(),
-    };
-    let slot = needs_slot(policy, "a cable NIC")?;
     let fd = fd
         .try_clone()
         .map_err(HypervisorError::io("dup cable socket"))?;
     let mut info = Map::new();
     info.insert("cable".into(), peer.into());
-    info.insert("mac".into(), mac.clone().into());
-    Ok(Plan {
-        record: PluggedDevice {
-            id: id.clone(),
-            kind: DeviceKind::Net,
-            driver: if slot {
-                "virtio-net-pci"
-            } else {
-                "virtio-net-ccw"
-            }
-            .into(),
-            slot: None,
-            info,
-            remove: Vec::new(),
-        },
-        steps: steps(&id, &mac, !slot),
-        fd: Some(fd),
-        needs_slot: slot,
-    })
+    plan_with(policy, hp, id, fd, mac, NetBackend::Dgram, info)
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use crate::qemu::hotplug::net::steps;
     use nix::sys::socket::{getsockopt, sockopt};
+    use serde_json::json;
 
     #[test]
     fn steps_pass_the_fd_to_a_dgram_netdev() {
-        let s = steps("cable0", "02:00:00:00:00:01", false);
+        let s = steps("cable0", "02:00:00:00:00:01", NetBackend::Dgram, false);
         assert_eq!(s.len(), 3);
         assert_eq!(s[0].call.execute, "getfd");
         assert!(s[0].pass_fd && !s[0].undo_on_remove);
@@ -134,7 +74,9 @@ mod tests {
         assert_eq!(s[2].call.arguments["netdev"], "netdev-cable0");
         assert_eq!(s[2].call.arguments["mac"], "02:00:00:00:00:01");
         assert_eq!(
-            steps("c", "02:00:00:00:00:01", true)[2].call.arguments["driver"],
+            steps("c", "02:00:00:00:00:01", NetBackend::Dgram, true)[2]
+                .call
+                .arguments["driver"],
             "virtio-net-ccw"
         );
     }

@@ -109,8 +109,49 @@ pub fn use_vhost(cfg: &HypervisorConfig) -> bool {
     !cfg.disable_vhost_net && std::path::Path::new("/dev/vhost-net").exists()
 }
 
+fn tap_backend(cfg: &HypervisorConfig) -> NetBackend {
+    NetBackend::Tap {
+        vhost: use_vhost(cfg),
+    }
+}
+
+/// What a NIC's netdev runs on; the fd is passed with `getfd` either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetBackend {
+    /// A tap, with or without vhost-net.
+    Tap {
+        /// `vhost=on` on the netdev.
+        vhost: bool,
+    },
+    /// One end of a cable: a `SOCK_DGRAM` unix socket (see `cable.rs`).
+    Dgram,
+}
+
+impl NetBackend {
+    fn netdev_add(self, netdev: &str, fdname: &str) -> serde_json::Value {
+        match self {
+            NetBackend::Tap { vhost } => {
+                json!({ "type": "tap", "id": netdev, "fd": fdname, "vhost": vhost })
+            }
+            NetBackend::Dgram => json!({
+                "type": "dgram",
+                "id": netdev,
+                "local": { "type": "fd", "str": fdname },
+            }),
+        }
+    }
+
+    /// The prefix of generated ids, and the name used in errors.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            NetBackend::Tap { .. } => ("net", "a NIC"),
+            NetBackend::Dgram => ("cable", "a cable NIC"),
+        }
+    }
+}
+
 /// The steps for a NIC `id` on the fd named `fd-<id>`.
-pub fn steps(id: &str, mac: &str, vhost: bool, ccw: bool) -> Vec<Step> {
+pub fn steps(id: &str, mac: &str, backend: NetBackend, ccw: bool) -> Vec<Step> {
     let fdname = format!("fd-{id}");
     let netdev = format!("netdev-{id}");
     let mut getfd = Step::new(
@@ -121,51 +162,53 @@ pub fn steps(id: &str, mac: &str, vhost: bool, ccw: bool) -> Vec<Step> {
     // netdev_add takes the named fd over: nothing to close after it.
     getfd.undo_on_remove = false;
     let netdev_add = Step::new(
-        QmpCall::new(
-            "netdev_add",
-            json!({ "type": "tap", "id": netdev, "fd": fdname, "vhost": vhost }),
-        ),
+        QmpCall::new("netdev_add", backend.netdev_add(&netdev, &fdname)),
         Some(QmpCall::new("netdev_del", json!({ "id": netdev }))),
     );
     let mut props = Map::new();
-    props.insert("netdev".into(), netdev.clone().into());
+    props.insert("netdev".into(), netdev.into());
     props.insert("mac".into(), mac.into());
-    let driver = if ccw {
+    vec![getfd, netdev_add, Step::device(nic_driver(ccw), id, props)]
+}
+
+fn nic_driver(ccw: bool) -> &'static str {
+    if ccw {
         "virtio-net-ccw"
     } else {
         "virtio-net-pci"
-    };
-    vec![getfd, netdev_add, Step::device(driver, id, props)]
+    }
 }
 
-fn plan_with(
+/// The plan for a NIC `id` (generated when empty) on `fd`; `info` is recorded
+/// with the MAC added.
+pub(super) fn plan_with(
     policy: &ArchPolicy,
     hp: &HotplugState,
     id: String,
     fd: OwnedFd,
     mac: Option<String>,
-    vhost: bool,
+    backend: NetBackend,
     mut info: Map<String, serde_json::Value>,
 ) -> Result<Plan> {
-    let id = if id.is_empty() { hp.next_id("net") } else { id };
+    let (prefix, what) = backend.names();
+    let id = if id.is_empty() {
+        hp.next_id(prefix)
+    } else {
+        id
+    };
     validate_device_id(&id)?;
     let mac = match mac {
         Some(m) => parse_mac(&m)?,
         None => random_mac(),
     };
-    let slot = needs_slot(policy, "a NIC")?;
-    let steps = steps(&id, &mac, vhost, !slot);
+    let slot = needs_slot(policy, what)?;
+    let steps = steps(&id, &mac, backend, !slot);
     info.insert("mac".into(), mac.into());
     Ok(Plan {
         record: PluggedDevice {
             id,
             kind: DeviceKind::Net,
-            driver: if slot {
-                "virtio-net-pci"
-            } else {
-                "virtio-net-ccw"
-            }
-            .into(),
+            driver: nic_driver(!slot).into(),
             slot: None,
             info,
             remove: Vec::new(),
@@ -193,7 +236,7 @@ pub fn plan_tap(
     let fd = open_tap(tap)?;
     let mut info = Map::new();
     info.insert("tap".into(), tap.into());
-    plan_with(policy, hp, id, fd, mac, use_vhost(cfg), info)
+    plan_with(policy, hp, id, fd, mac, tap_backend(cfg), info)
 }
 
 /// The plan for a NIC on a tap fd the caller opened.
@@ -206,5 +249,5 @@ pub fn plan_fd(
     mac: Option<String>,
 ) -> Result<Plan> {
     let fd = fd.try_clone().map_err(HypervisorError::io("dup tap fd"))?;
-    plan_with(policy, hp, id, fd, mac, use_vhost(cfg), Map::new())
+    plan_with(policy, hp, id, fd, mac, tap_backend(cfg), Map::new())
 }

@@ -144,7 +144,12 @@ fn nvdimm_image() {
 
 #[test]
 fn net_sequence_passes_the_fd_and_removal_mirrors_it() {
-    let steps = net::steps("net0", "02:00:00:00:00:01", false, false);
+    let steps = net::steps(
+        "net0",
+        "02:00:00:00:00:01",
+        net::NetBackend::Tap { vhost: false },
+        false,
+    );
     let names: Vec<&str> = steps.iter().map(|s| s.call.execute.as_str()).collect();
     assert_eq!(names, ["getfd", "netdev_add", "device_add"]);
     assert!(steps[0].pass_fd && !steps[0].undo_on_remove);
