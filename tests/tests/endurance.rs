@@ -8,17 +8,17 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "current_thread")]
 async fn hundred_cycles_leak_no_fds_or_memory() {
-    use runtime::hypervisor::{CreateOptions, Hypervisor};
-    use runtime::qemu::{Qemu, StopMode};
+    use runtime::{CreateOptions, Hypervisor};
+    use runtime::{Qemu, StopMode};
     let env = Env::new("fcycles");
     let cfg = runtime::config::load(&env.config("c.toml", ""))
         .unwrap()
         .config;
-    let root = runtime::state::StateRoot::new(&env.root);
+    let root = runtime::StateRoot::new(&env.root);
     let cycle = |i: usize| {
         let (root, cfg) = (root.clone(), cfg.clone());
         async move {
-            let mut q = Qemu::new(root, cfg);
+            let q = Qemu::new(root, cfg);
             q.create_vm(&format!("c{i}"), CreateOptions::default())
                 .await
                 .unwrap();

@@ -314,7 +314,7 @@ fn qemu_killed_during_a_block_hotplug_fails_it_clearly_and_stop_cleans_up() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn qemu_killed_during_a_nic_hotplug_leaves_no_tap_and_no_fd() {
-    use runtime::hypervisor::{DeviceSpec, Hypervisor, HypervisorError};
+    use runtime::{DeviceSpec, Hypervisor, HypervisorError};
     let env = Env::new("fkhpnet");
     let cfg = env.config("n.toml", "");
     env.boot(&cfg, "hn");
@@ -330,12 +330,12 @@ async fn qemu_killed_during_a_nic_hotplug_leaves_no_tap_and_no_fd() {
             .filter(|f| f.ends_with("/dev/net/tun"))
             .collect::<Vec<_>>()
     };
-    let mut q = runtime::Qemu::attach(runtime::state::StateRoot::new(&env.root), "hn")
+    let q = runtime::Qemu::attach(runtime::StateRoot::new(&env.root), "hn")
         .await
         .unwrap();
     // Connected while QEMU runs; then frozen, so the hotplug's first QMP
     // call (getfd, passing the tap) is sent and certainly not answered.
-    q.qmp().await.unwrap();
+    q.check().await.unwrap();
     kill(Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
     let plug = q.hotplug_add_device(DeviceSpec::Net {
         id: "nic0".into(),

@@ -237,8 +237,8 @@ fn same(a: &(String, String, String, String), b: &(String, String, String, Strin
 
 #[tokio::test(flavor = "current_thread")]
 async fn virtio_blk_reattach_and_rollback() {
-    use runtime::hypervisor::{DeviceSpec, Hypervisor};
-    use runtime::state::StateRoot;
+    use runtime::StateRoot;
+    use runtime::{DeviceSpec, Hypervisor};
     let env = Env::new("hpblk");
     let cfg = config(&env, "b.toml", "block_device_driver = \"virtio-blk\"", &[]);
     env.boot(&cfg, "b1");
@@ -275,7 +275,7 @@ async fn virtio_blk_reattach_and_rollback() {
 
     // Hotplug from this process through the library, then let go.
     {
-        let mut q = runtime::Qemu::attach(StateRoot::new(&env.root), "b1")
+        let q = runtime::Qemu::attach(StateRoot::new(&env.root), "b1")
             .await
             .unwrap();
         q.hotplug_add_device(DeviceSpec::Block {
@@ -316,7 +316,7 @@ async fn virtio_blk_reattach_and_rollback() {
     // Rollback 3: a full bridge. Fill its 30 slots, then one more fails
     // before anything is touched.
     {
-        let mut q = runtime::Qemu::attach(StateRoot::new(&env.root), "b1")
+        let q = runtime::Qemu::attach(StateRoot::new(&env.root), "b1")
             .await
             .unwrap();
         for i in 0..30 {

@@ -275,7 +275,7 @@ fn qemu_runs_as_a_non_root_uid_and_cannot_touch_the_state() {
 /// An fd the test process holds without close-on-exec never reaches QEMU.
 #[tokio::test(flavor = "current_thread")]
 async fn qemu_inherits_no_fd_it_was_not_given() {
-    use runtime::hypervisor::{CreateOptions, Hypervisor};
+    use runtime::{CreateOptions, Hypervisor};
     let env = Env::new("fds");
     let marker: PathBuf = env.root.join("marker-not-for-qemu");
     std::fs::write(&marker, b"x").unwrap();
@@ -301,7 +301,7 @@ async fn qemu_inherits_no_fd_it_was_not_given() {
         .config;
     let pid;
     {
-        let mut q = runtime::Qemu::new(runtime::state::StateRoot::new(&env.root), cfg);
+        let q = runtime::Qemu::new(runtime::StateRoot::new(&env.root), cfg);
         q.create_vm("fd1", CreateOptions::default()).await.unwrap();
         q.start_vm(Duration::from_secs(60)).await.unwrap();
         pid = q.get_pids()[0];

@@ -22,10 +22,9 @@ use qemu_config::{
     Chardev, Config, Device, Drive, FwCfg, FwCfgSource, QmpMonitor, QmpSocket, Transport,
     VirtSerialPort, VirtioBlk,
 };
+use runtime::config::Accel;
 use runtime::config::{GuestArch, HostInfo, HypervisorConfig};
-use runtime::qemu::arch::Accel;
-use runtime::qemu::build::{BuildInput, build};
-use runtime::state::files;
+use runtime::tools::files;
 use sandvm_tests::*;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -298,14 +297,14 @@ async fn accepts(case: Case) {
     assert_eq!(cfg.guest_arch, case.arch);
     assert_eq!(cfg.qemu_path, bin);
 
-    let mut config = build(&BuildInput {
-        cfg: &cfg,
-        id: "acc",
-        uuid: "8b2f5a3e-0c1d-4e6f-9a7b-1c2d3e4f5a6b",
-        dir: &dir,
-        accel: Accel::Tcg,
-        image_size: None,
-    });
+    let mut config = runtime::tools::plan(
+        &cfg,
+        "acc",
+        "8b2f5a3e-0c1d-4e6f-9a7b-1c2d3e4f5a6b",
+        &dir,
+        Accel::Tcg,
+    )
+    .unwrap();
     qmp_on_fd3(&config);
     // QEMU stays paused and runs no guest code: no kernel (none exists for the
     // other arches here). microvm boots qboot, which the runtime sets as -bios.
@@ -546,15 +545,8 @@ async fn commas_and_equals_reach_qemu_verbatim() {
         initrd.display(),
     );
     let cfg = hypervisor_config(&env.root, &toml);
-    let mut config = build(&BuildInput {
-        cfg: &cfg,
-        // The id goes into -name: `sandbox-e,x=y` (rendered `guest=sandbox-e,,x=y`).
-        id: "e,x=y",
-        uuid: "8b2f5a3e-0c1d-4e6f-9a7b-1c2d3e4f5a6b",
-        dir: &dir,
-        accel: Accel::Tcg,
-        image_size: None,
-    });
+    let mut config =         // The id goes into -name: `sandbox-e,x=y` (rendered `guest=sandbox-e,,x=y`).
+runtime::tools::plan(&cfg, "e,x=y", "8b2f5a3e-0c1d-4e6f-9a7b-1c2d3e4f5a6b", &dir, Accel::Tcg).unwrap();
     qmp_on_fd3(&config);
     config.knobs.stopped = true;
     let k = config.kernel.clone().unwrap();

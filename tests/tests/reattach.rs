@@ -8,13 +8,13 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "current_thread")]
 async fn library_start_then_cli_reattaches() {
-    use runtime::hypervisor::{CreateOptions, Hypervisor};
+    use runtime::{CreateOptions, Hypervisor};
     let env = Env::new("reattach");
     let cfg_path = env.config("r.toml", "");
     let cfg = runtime::config::load(&cfg_path).unwrap().config;
     let fds_before = open_fds();
     {
-        let mut q = runtime::Qemu::new(runtime::state::StateRoot::new(&env.root), cfg);
+        let q = runtime::Qemu::new(runtime::StateRoot::new(&env.root), cfg);
         q.create_vm("r1", CreateOptions::default()).await.unwrap();
         let rep = q.start_vm(Duration::from_secs(30)).await.unwrap();
         assert!(rep.qmp_ready_ms >= rep.spawn_ms);

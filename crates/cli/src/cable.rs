@@ -4,10 +4,8 @@
 //! whole operation; when the second end fails, the first is unplugged again.
 
 use anyhow::{Result, bail};
-use runtime::hypervisor::{DeviceSpec, Hypervisor};
-use runtime::qemu::Qemu;
-use runtime::qemu::hotplug::cable;
-use runtime::state::StateRoot;
+use runtime::tools::cable_socketpair;
+use runtime::{DeviceSpec, Hypervisor, Qemu, StateRoot};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -35,17 +33,18 @@ pub async fn link(
     if a == b {
         bail!("cannot link sandbox {a} to itself");
     }
-    let mut qa = Qemu::attach(root.clone(), a).await?;
-    let mut qb = Qemu::attach(root, b).await?;
+    let qa = Qemu::attach(root.clone(), a).await?;
+    let qb = Qemu::attach(root, b).await?;
     let id = dev.unwrap_or_else(|| free_id(&qa, &qb));
-    let (end_a, end_b) = cable::socketpair()?;
-    qa.hotplug_add_device(DeviceSpec::Cable {
-        id: id.clone(),
-        fd: Arc::new(end_a),
-        mac: mac_a,
-        peer: b.into(),
-    })
-    .await?;
+    let (end_a, end_b) = cable_socketpair()?;
+    let ia = qa
+        .hotplug_add_device(DeviceSpec::Cable {
+            id: id.clone(),
+            fd: Arc::new(end_a),
+            mac: mac_a,
+            peer: b.into(),
+        })
+        .await?;
     let added = qb
         .hotplug_add_device(DeviceSpec::Cable {
             id: id.clone(),
@@ -54,21 +53,16 @@ pub async fn link(
             peer: a.into(),
         })
         .await;
-    if let Err(e) = added {
-        if let Err(undo) = qa.hotplug_remove_device(&id).await {
-            tracing::warn!(sandbox = a, id, error = %undo, "could not unplug the first end of the cable");
+    let ib = match added {
+        Ok(i) => i,
+        Err(e) => {
+            if let Err(undo) = qa.hotplug_remove_device(&id).await {
+                tracing::warn!(sandbox = a, id, error = %undo, "could not unplug the first end of the cable");
+            }
+            return Err(e.into());
         }
-        return Err(e.into());
-    }
-    let mac = |q: &Qemu| {
-        q.hotplugged()
-            .and_then(|h| h.find(&id))
-            .and_then(|d| d.info.get("mac"))
-            .and_then(|m| m.as_str())
-            .unwrap_or_default()
-            .to_string()
     };
-    let (ma, mb) = (mac(&qa), mac(&qb));
+    let (ma, mb) = (ia.mac.unwrap_or_default(), ib.mac.unwrap_or_default());
     drop((qa, qb));
     if json {
         println!(

@@ -1,9 +1,9 @@
 //! `sandvm check`: the host's fingerprint.
 
 use anyhow::Result;
-use runtime::accel;
+use runtime::StateRoot;
 use runtime::config::{GuestArch, HypervisorConfig};
-use runtime::state::StateRoot;
+use runtime::tools::{kvm_openable, probe_accel};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -126,9 +126,9 @@ pub async fn run(root: &StateRoot, config: Option<&Path>, json_out: bool) -> Res
         Ok(v) => v,
         Err(e) => (e, None),
     };
-    let kvm_open = accel::kvm_openable();
+    let kvm_open = kvm_openable().map_err(|e| e.to_string());
     let scratch = std::env::temp_dir();
-    let probe = accel::probe_uncached(arch, &qemu, &scratch).await;
+    let probe = probe_accel(arch, &qemu, &scratch).await;
     let seccomp = qemu_has_seccomp(&qemu).await;
     let virtiofsd = cfg
         .as_ref()

@@ -2,11 +2,11 @@
 
 use crate::Cmd;
 use anyhow::{Context, Result, bail};
-use runtime::config::{self, Accelerator};
-use runtime::hypervisor::{CreateOptions, Hypervisor, HypervisorError};
-use runtime::qemu::arch::Accel;
-use runtime::qemu::{DEFAULT_START_TIMEOUT, Qemu, StopMode};
-use runtime::state::{StateError, StateRoot, VmState};
+use runtime::config::{self, Accel, Accelerator};
+use runtime::{
+    DEFAULT_START_TIMEOUT, DeviceSpec, ExitReason, Hypervisor, HypervisorError, Qemu, StateError,
+    StateRoot, StopMode, Supervision, TemplateRole, VmState, factory, peek, tools::files,
+};
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
@@ -113,18 +113,19 @@ pub async fn dispatch(cmd: Cmd, root: StateRoot) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Create { config, id, share } => {
-            let cfg = load_config(&config)?;
-            let id = id.unwrap_or_else(new_id);
-            let mut q = Qemu::new(root, cfg);
-            q.create_vm(&id, CreateOptions { share }).await?;
-            println!("{id}");
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Create {
+            config,
+            id,
+            share,
+            annotations,
+            disks,
+            taps,
+        } => create(root, &config, id, share, &annotations, &disks, &taps).await,
+        Cmd::Wait { id, json } => wait(root, &id, json).await,
         Cmd::Start { id, timeout, json } => {
-            let mut q = Qemu::attach(root.clone(), &id).await?;
+            let q = Qemu::attach(root.clone(), &id).await?;
             let r = q.start_vm(Duration::from_secs(timeout)).await?;
-            spawn_supervisor(&root, &mut q)?;
+            spawn_supervisor(&root, &q).await?;
             tracing::info!(
                 spawn_ms = r.spawn_ms,
                 qmp_ready_ms = r.qmp_ready_ms,
@@ -148,13 +149,14 @@ pub async fn dispatch(cmd: Cmd, root: StateRoot) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Status { id, json } => {
-            let st = Qemu::peek(&root, &id)?;
+            let st = peek(&root, &id)?;
             if json {
                 let v = json!({
                     "id": st.id, "state": st.state.to_string(), "pid": st.pid,
                     "uuid": st.uuid, "accelerator": st.accelerator,
-                    "dir": root.sandbox_dir(&id), "config": st.config.source,
-                    "ports": st.ports,
+                    "dir": root.sandbox_dir(&id), "config": st.config,
+                    "ports": st.ports, "memory_mib": st.memory_mib,
+                    "agent": st.agent, "exit": st.exit, "annotations": st.annotations,
                 });
                 println!("{v}");
             } else {
@@ -180,7 +182,7 @@ pub async fn dispatch(cmd: Cmd, root: StateRoot) -> Result<ExitCode> {
         Cmd::List { json } => {
             let mut rows = Vec::new();
             for id in root.list()? {
-                match Qemu::peek(&root, &id) {
+                match peek(&root, &id) {
                     Ok(st) => {
                         rows.push(json!({"id": id, "state": st.state.to_string(), "pid": st.pid}))
                     }
@@ -210,11 +212,11 @@ pub async fn dispatch(cmd: Cmd, root: StateRoot) -> Result<ExitCode> {
             expect,
             timeout,
         } => {
-            let st = Qemu::peek(&root, &id)?;
+            let st = peek(&root, &id)?;
             if st.state != VmState::Running && st.state != VmState::Paused {
                 bail!("sandbox {id} is {}; its console is not available", st.state);
             }
-            let sock = runtime::qemu::console_socket(&root, &id);
+            let sock = root.sandbox_dir(&id).join(files::CONSOLE);
             match (send, expect) {
                 (None, None) => crate::console::interactive(&sock).await?,
                 (send, expect) => {
@@ -234,8 +236,8 @@ pub async fn dispatch(cmd: Cmd, root: StateRoot) -> Result<ExitCode> {
         Cmd::Hotplug(c) => crate::hotplug::run(c, root).await,
         Cmd::Stats { id, json } => crate::stats::run(root, &id, json).await,
         Cmd::Supervise { id } => {
-            let st = Qemu::peek(&root, &id)?;
-            runtime::supervise::run(&root.sandbox_dir(&id), &id, &st.config).await?;
+            let exit = Qemu::supervise(root, &id).await?;
+            tracing::info!(%exit, "supervisor exits");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Run {
@@ -250,7 +252,7 @@ pub async fn dispatch(cmd: Cmd, root: StateRoot) -> Result<ExitCode> {
 
 async fn stop(root: &StateRoot, id: &str, force: bool, grace: Option<u64>) -> Result<ExitCode> {
     match Qemu::attach(root.clone(), id).await {
-        Ok(mut q) => {
+        Ok(q) => {
             let mode = match (force, grace) {
                 (true, _) => StopMode::Force,
                 (false, Some(g)) => StopMode::Graceful(Duration::from_secs(g)),
@@ -280,18 +282,18 @@ async fn run(
 ) -> Result<ExitCode> {
     let cfg = load_config(config)?;
     let id = id.unwrap_or_else(new_id);
-    let mut q = Qemu::new(root.clone(), cfg);
-    q.create_vm(&id, CreateOptions::default()).await?;
+    let opts = factory::create_options(&cfg)?;
+    let q = Qemu::new(root.clone(), cfg).with_supervision(Supervision::None);
+    q.create_vm(&id, opts).await?;
     let t0 = Instant::now();
     let started = q.start_vm(DEFAULT_START_TIMEOUT).await;
     let report = match started {
         Ok(r) => r,
         Err(e) => return Err(e.into()),
     };
-    spawn_supervisor(root, &mut q)?;
-    let console = q.get_vm_console().await?;
-    let is_clone =
-        q.state().and_then(|s| s.template) == Some(runtime::qemu::template::TemplateRole::Clone);
+    spawn_supervisor(root, &q).await?;
+    let console = q.get_vm_console()?;
+    let is_clone = q.record().and_then(|s| s.template) == Some(TemplateRole::Clone);
     let ready = if is_clone {
         // A clone resumes a guest that printed its ready line in the template:
         // prove its shell answers instead.
@@ -357,19 +359,18 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-/// Start the detached supervisor process when the sandbox's config needs one.
-fn spawn_supervisor(root: &StateRoot, q: &mut Qemu) -> Result<()> {
+/// Start the detached supervisor (`sandvm __supervise ID`): it watches the
+/// VM after this command exits, records how it ended, and tears the sandbox
+/// down when a daemon dies.
+async fn spawn_supervisor(root: &StateRoot, q: &Qemu) -> Result<()> {
     use std::os::unix::process::CommandExt;
-    if !runtime::supervise::needed(q.hypervisor_config()) {
-        return Ok(());
-    }
-    let (Some(id), Some(dir)) = (q.id().map(String::from), q.dir().map(Path::to_path_buf)) else {
+    let (Some(id), Some(dir)) = (q.id(), q.dir()) else {
         return Ok(());
     };
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.join(runtime::state::files::SUPERVISOR_LOG))
+        .open(dir.join(files::SUPERVISOR_LOG))
         .context("supervisor log")?;
     let exe = std::env::current_exe().context("cannot find the sandvm binary")?;
     let child = std::process::Command::new(exe)
@@ -382,8 +383,74 @@ fn spawn_supervisor(root: &StateRoot, q: &mut Qemu) -> Result<()> {
         .process_group(0)
         .spawn()
         .context("cannot start the supervisor")?;
-    q.set_supervisor(child.id() as i32)?;
+    q.set_supervisor(child.id() as i32).await?;
     Ok(())
+}
+
+/// `sandvm create`: a sandbox of the config (a template clone when the
+/// config enables templating), with annotations and cold-plugged devices.
+#[allow(clippy::too_many_arguments)]
+async fn create(
+    root: StateRoot,
+    config: &Path,
+    id: Option<String>,
+    share: Option<std::path::PathBuf>,
+    annotations: &[String],
+    disks: &[String],
+    taps: &[String],
+) -> Result<ExitCode> {
+    let cfg = load_config(config)?;
+    let id = id.unwrap_or_else(new_id);
+    let mut opts = factory::create_options(&cfg)?;
+    opts.share = share;
+    for a in annotations {
+        let (k, v) = a
+            .split_once('=')
+            .with_context(|| format!("--annotation {a:?}: expected NAME=VALUE"))?;
+        opts.annotations.insert(k.to_string(), v.to_string());
+    }
+    for t in taps {
+        let (tap, mac) = match t.split_once('=') {
+            Some((tap, mac)) => (tap.to_string(), Some(mac.to_string())),
+            None => (t.clone(), None),
+        };
+        opts.network
+            .push(runtime::NetEndpoint::Tap { name: tap, mac });
+    }
+    let q = Qemu::new(root, cfg).with_supervision(Supervision::None);
+    q.create_vm(&id, opts).await?;
+    for d in disks {
+        let (path, readonly) = match d.strip_suffix(":ro") {
+            Some(p) => (p, true),
+            None => (d.as_str(), false),
+        };
+        let dev = DeviceSpec::Block {
+            id: String::new(),
+            path: std::path::absolute(path)?,
+            readonly,
+        };
+        if let Err(e) = q.add_device(dev).await {
+            let _ = q.cleanup().await;
+            return Err(e).context(format!("--disk {d}"));
+        }
+    }
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sandvm wait`: until the VM ends; prints why.
+async fn wait(root: StateRoot, id: &str, json: bool) -> Result<ExitCode> {
+    // Without the sandbox's lock: a `stop` from another process goes on.
+    let exit = Qemu::wait_for(&root, id).await?;
+    if json {
+        println!("{}", serde_json::to_string(&exit)?);
+    } else {
+        println!("{exit}");
+    }
+    Ok(match exit.reason {
+        ExitReason::GuestPoweredOff | ExitReason::Stopped => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    })
 }
 
 #[cfg(test)]
@@ -401,11 +468,11 @@ mod tests {
         let e = anyhow::Error::new(HypervisorError::QemuExited {
             pid: 42,
             op: "a device hotplug".into(),
-            source: Box::new(HypervisorError::Host("the socket closed".into())),
+            source: Box::new(HypervisorError::unsupported("hotplug", "the socket closed")),
         });
         assert_eq!(
             error_text(&e),
-            "QEMU (pid 42) exited during a device hotplug: Host: the socket closed"
+            "QEMU (pid 42) exited during a device hotplug: Cannot hotplug: the socket closed"
         );
         let e = anyhow::Error::new(Step(closed()));
         assert_eq!(

@@ -4,9 +4,7 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use runtime::hypervisor::{DeviceSpec, Hypervisor};
-use runtime::qemu::Qemu;
-use runtime::state::StateRoot;
+use runtime::{DeviceSpec, Hypervisor, Qemu, StateRoot};
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -126,17 +124,21 @@ pub enum Plug {
 pub async fn run(cmd: HotplugCmd, root: StateRoot) -> Result<ExitCode> {
     match cmd {
         HotplugCmd::ResizeMemory { id, mib, json } => {
-            let mut q = Qemu::attach(root, &id).await?;
-            let reached = q.resize_memory(mib).await?;
+            let q = Qemu::attach(root, &id).await?;
+            let r = q.resize_memory(mib).await?;
             drop(q);
+            let reached = r.total_mib;
             if json {
-                println!("{}", json!({"requested_mib": mib, "memory_mib": reached}));
+                println!(
+                    "{}",
+                    json!({"requested_mib": mib, "memory_mib": reached, "device": r.device})
+                );
             } else {
                 println!("memory: {reached} MiB (requested {mib} MiB)");
             }
         }
         HotplugCmd::ResizeVcpus { id, n, json } => {
-            let mut q = Qemu::attach(root, &id).await?;
+            let q = Qemu::attach(root, &id).await?;
             let (old, new) = q.resize_vcpus(n).await?;
             drop(q);
             if json {
@@ -170,15 +172,10 @@ pub async fn run(cmd: HotplugCmd, root: StateRoot) -> Result<ExitCode> {
                     host,
                 },
             };
-            let mut q = Qemu::attach(root, &id).await?;
-            q.hotplug_add_device(spec).await?;
-            let dev = q
-                .hotplugged()
-                .and_then(|h| h.devices.last())
-                .map(|d| d.id.clone())
-                .unwrap_or_default();
+            let q = Qemu::attach(root, &id).await?;
+            let info = q.hotplug_add_device(spec).await?;
             drop(q);
-            println!("{dev}");
+            println!("{}", info.id);
         }
         HotplugCmd::Link {
             a,
@@ -189,11 +186,11 @@ pub async fn run(cmd: HotplugCmd, root: StateRoot) -> Result<ExitCode> {
             json,
         } => crate::cable::link(root, &a, &b, [mac_a, mac_b], dev, json).await?,
         HotplugCmd::Unplug { id, dev } => {
-            let mut q = Qemu::attach(root, &id).await?;
+            let q = Qemu::attach(root, &id).await?;
             q.hotplug_remove_device(&dev).await?;
         }
         HotplugCmd::Devices { id, json } => {
-            let st = Qemu::peek(&root, &id)?;
+            let st = runtime::peek_record(&root, &id)?;
             let hp = &st.hotplug;
             if json {
                 println!("{}", serde_json::to_string(hp)?);

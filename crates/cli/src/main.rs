@@ -12,7 +12,7 @@ mod stats;
 mod template;
 
 use clap::{Parser, Subcommand};
-use runtime::state::StateRoot;
+use runtime::StateRoot;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -71,6 +71,25 @@ enum Cmd {
         /// default: the sandbox's own shared/ folder).
         #[arg(long)]
         share: Option<PathBuf>,
+        /// A Kata hypervisor annotation, `io.katacontainers.config.hypervisor.KEY=VALUE`
+        /// (applied only when enable_annotations allows KEY); repeatable.
+        #[arg(long = "annotation", value_name = "NAME=VALUE")]
+        annotations: Vec<String>,
+        /// Cold-plug a disk the guest sees at boot (`PATH` or `PATH:ro`); repeatable.
+        #[arg(long = "disk", value_name = "PATH[:ro]")]
+        disks: Vec<String>,
+        /// Cold-plug a NIC on this tap the guest sees at boot (`TAP` or `TAP=MAC`); repeatable.
+        #[arg(long = "tap", value_name = "TAP[=MAC]")]
+        taps: Vec<String>,
+    },
+    /// Wait until a sandbox's VM ends and print why (its exit status: 0 when
+    /// the guest powered off, 1 otherwise).
+    Wait {
+        /// Sandbox id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// VM templating: build or remove the template of a config's [factory] template_path.
     Template {

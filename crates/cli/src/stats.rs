@@ -1,16 +1,14 @@
 //! `sandvm stats`: resource use of a sandbox's processes.
 
 use anyhow::Result;
-use runtime::hypervisor::Hypervisor;
-use runtime::qemu::Qemu;
-use runtime::state::StateRoot;
-use runtime::stats::proc_stats;
+use runtime::tools::proc_stats;
+use runtime::{Hypervisor, Qemu, StateRoot};
 use serde_json::json;
 use std::process::ExitCode;
 
 /// Print the figures of every live process of sandbox `id`.
 pub async fn run(root: StateRoot, id: &str, as_json: bool) -> Result<ExitCode> {
-    let mut q = Qemu::attach(root, id).await?;
+    let q = Qemu::attach(root, id).await?;
     let procs: Vec<_> = q
         .processes()
         .iter()

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use runtime::state::StateRoot;
+use runtime::StateRoot;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -40,7 +40,7 @@ pub async fn run(cmd: TemplateCmd, root: StateRoot) -> Result<ExitCode> {
         } => {
             let cfg = crate::commands::load_config(&config)?;
             let t0 = std::time::Instant::now();
-            let meta = runtime::qemu::template::create(
+            let meta = runtime::factory::template::create(
                 root,
                 &cfg,
                 crate::commands::READY_LINE,
@@ -68,7 +68,7 @@ pub async fn run(cmd: TemplateCmd, root: StateRoot) -> Result<ExitCode> {
         TemplateCmd::Delete { config } => {
             let cfg = crate::commands::load_config(&config)?;
             let path = cfg.factory.template_path.display().to_string();
-            if runtime::qemu::template::delete(&cfg)? {
+            if runtime::factory::template::delete(&cfg)? {
                 println!("template in {path} deleted");
             } else {
                 println!("no template in {path}");

@@ -78,6 +78,11 @@ pub const QEMU_KEYS: &[&str] = &[
     "port_map",
     "enable_tpm",
     "swtpm_path",
+    "agent_channel",
+    "agent_port",
+    "vsock_daemon",
+    "valid_vsock_daemon_paths",
+    "enable_annotations",
 ];
 
 /// Keys of `[factory]` that sandvm reads.

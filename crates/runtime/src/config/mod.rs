@@ -5,6 +5,7 @@
 //!           ──validate──> HypervisorConfig (checked, typed, paths resolved)
 //! ```
 
+pub mod annotations;
 pub mod extras;
 mod keys;
 mod raw;
@@ -56,6 +57,14 @@ pub enum ConfigError {
     NoQemuTable {
         /// The file.
         file: String,
+    },
+    /// An annotation is not allowed, not understood, or gives a bad value.
+    #[error("Annotation {annotation}: {reason}")]
+    Annotation {
+        /// The annotation's full name.
+        annotation: String,
+        /// Why it is refused.
+        reason: String,
     },
 }
 
@@ -143,11 +152,41 @@ pub fn parse_str(file: &Path, text: &str, host: &HostInfo) -> Result<Loaded, Con
     let doc: toml::Table = toml::from_str(text).map_err(syntax)?;
     let warnings = keys::unused(&doc);
     let raw: RawFile = toml::from_str(text).map_err(syntax)?;
-    let qemu = raw.hypervisor.qemu.ok_or(ConfigError::NoQemuTable {
-        file: fname.clone(),
-    })?;
-    let config = validate::validate(file, &qemu, &raw.factory, host)?;
+    let config = from_raw(file, raw, doc, host)?;
     Ok(Loaded { config, warnings })
+}
+
+/// Validate an already parsed file (`doc`), keeping it as the config's origin.
+fn from_raw(
+    file: &Path,
+    raw: RawFile,
+    doc: toml::Table,
+    host: &HostInfo,
+) -> Result<HypervisorConfig, ConfigError> {
+    let qemu = raw.hypervisor.qemu.ok_or(ConfigError::NoQemuTable {
+        file: file.display().to_string(),
+    })?;
+    let mut config = validate::validate(file, &qemu, &raw.factory, host)?;
+    config.origin = Origin(Some(std::sync::Arc::new((doc, *host))));
+    Ok(config)
+}
+
+/// Validate a parsed table (used by [`annotations`] after its overrides).
+/// A value of the wrong type is a [`ConfigError::Invalid`] naming its key.
+fn from_doc(
+    file: &Path,
+    doc: toml::Table,
+    host: &HostInfo,
+) -> Result<HypervisorConfig, ConfigError> {
+    let raw: RawFile =
+        doc.clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                file: file.display().to_string(),
+                key: "?".into(),
+                reason: e.message().to_string(),
+            })?;
+    from_raw(file, raw, doc, host)
 }
 
 /// Find the line and dotted key at a byte span of TOML text.
@@ -228,6 +267,11 @@ impl HypervisorConfig {
             ("file_mem_backend", &self.file_mem_backend),
             ("swtpm_path", &self.extras.swtpm),
         ];
+        let vsock_daemon = (self.agent.channel == Some(AgentChannel::HybridVsock))
+            .then_some(&self.agent.vsock_daemon);
+        if let Some(p) = vsock_daemon {
+            need.push(("hypervisor.qemu.vsock_daemon".into(), p));
+        }
         for (key, p) in opts {
             if let Some(p) = p {
                 need.push((format!("hypervisor.qemu.{key}"), p));

@@ -150,6 +150,16 @@ pub struct RawQemu {
     pub enable_tpm: Option<bool>,
     /// sandvm: the swtpm binary (default `/usr/bin/swtpm`).
     pub swtpm_path: Option<String>,
+    /// sandvm: the agent channel (`virtio-serial`, `hybrid-vsock`, `vsock`, `none`).
+    pub agent_channel: Option<String>,
+    /// sandvm: the guest's vsock port of the agent.
+    pub agent_port: Option<i64>,
+    /// sandvm: vhost-device-vsock, for `agent_channel = "hybrid-vsock"`.
+    pub vsock_daemon: Option<String>,
+    /// sandvm: allowed vhost-device-vsock paths (globs).
+    pub valid_vsock_daemon_paths: Option<Vec<String>>,
+    /// Annotations allowed to override keys (Kata's; regexes of key names).
+    pub enable_annotations: Option<Vec<String>>,
 }
 
 /// The `[factory]` table.

@@ -77,6 +77,26 @@ pub enum Accelerator {
     Auto,
 }
 
+/// The accelerator QEMU runs with, once decided (see `host::accel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// Hardware virtualisation.
+    Kvm,
+    /// Software emulation.
+    Tcg,
+}
+
+impl Accel {
+    /// QEMU's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
 /// The shared filesystem between host and guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SharedFs {
@@ -265,8 +285,8 @@ pub struct HypervisorConfig {
     pub disable_vhost_net: bool,
     /// RNG source.
     pub entropy_source: PathBuf,
-    /// `-sandbox` value, if any.
-    pub seccomp_sandbox: Option<String>,
+    /// QEMU's seccomp sandbox (`seccompsandbox`), parsed; `None`: off.
+    pub seccomp_sandbox: Option<SeccompSandbox>,
     /// Skip SELinux labelling.
     pub disable_selinux: bool,
     /// Rootless QEMU.
@@ -298,4 +318,124 @@ pub struct HypervisorConfig {
     pub selinux_label: Option<String>,
     /// sandvm: port forwards, graceful-shutdown timeout, fw_cfg blobs, extra args.
     pub extras: super::extras::Extras,
+    /// The channel to the guest agent (sandvm's `agent_channel`).
+    #[serde(default)]
+    pub agent: AgentConfig,
+    /// Where the config came from, for annotations (not saved in state).
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+/// What a seccomp sandbox option says (QEMU's `-sandbox` actions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeccompAction {
+    /// Allow the syscalls.
+    Allow,
+    /// Deny the syscalls.
+    Deny,
+    /// `elevateprivileges=children`.
+    Children,
+}
+
+/// Kata's `seccompsandbox` string (`on,obsolete=deny,spawn=deny,...`), parsed
+/// once at load; each option is `None` when the string leaves it out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeccompSandbox {
+    /// `obsolete=`.
+    pub obsolete: Option<SeccompAction>,
+    /// `elevateprivileges=`.
+    pub elevate_privileges: Option<SeccompAction>,
+    /// `spawn=`.
+    pub spawn: Option<SeccompAction>,
+    /// `resourcecontrol=`.
+    pub resource_control: Option<SeccompAction>,
+}
+
+impl SeccompSandbox {
+    /// Parse `on[,key=action]*`. The error says what is wrong.
+    pub fn parse(spec: &str) -> Result<SeccompSandbox, String> {
+        let mut parts = spec.split(',');
+        if parts.next() != Some("on") {
+            return Err(format!("{spec:?} must start with \"on\""));
+        }
+        let mut sb = SeccompSandbox::default();
+        for kv in parts {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("{kv:?} is not key=value"))?;
+            let action = match v {
+                "allow" => SeccompAction::Allow,
+                "deny" => SeccompAction::Deny,
+                "children" if k == "elevateprivileges" => SeccompAction::Children,
+                _ => return Err(format!("unknown action {v:?} for {k}")),
+            };
+            match k {
+                "obsolete" => sb.obsolete = Some(action),
+                "elevateprivileges" => sb.elevate_privileges = Some(action),
+                "spawn" => sb.spawn = Some(action),
+                "resourcecontrol" => sb.resource_control = Some(action),
+                _ => return Err(format!("unknown key {k:?}")),
+            }
+        }
+        Ok(sb)
+    }
+}
+
+/// The kind of channel between the host and the guest agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentChannel {
+    /// A virtio-serial port named `agent.channel.0` on a Unix socket in the
+    /// sandbox folder (no host daemon; works everywhere).
+    VirtioSerial,
+    /// vhost-user-vsock served by vhost-device-vsock, reached through its
+    /// Unix socket (`CONNECT <port>`); guest memory is shared.
+    HybridVsock,
+    /// Kernel vhost-vsock (`/dev/vhost-vsock`), reached with `AF_VSOCK`.
+    Vsock,
+}
+
+impl AgentChannel {
+    /// The name the config uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentChannel::VirtioSerial => "virtio-serial",
+            AgentChannel::HybridVsock => "hybrid-vsock",
+            AgentChannel::Vsock => "vsock",
+        }
+    }
+}
+
+/// The agent channel settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentConfig {
+    /// The channel, or `None` (`agent_channel = "none"`): the guest has no agent.
+    pub channel: Option<AgentChannel>,
+    /// The guest's vsock port the agent listens on (hybrid and kernel vsock).
+    pub port: u32,
+    /// vhost-device-vsock, for `hybrid-vsock`.
+    pub vsock_daemon: PathBuf,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            channel: Some(AgentChannel::VirtioSerial),
+            port: super::validate::DEFAULT_AGENT_PORT,
+            vsock_daemon: PathBuf::from(super::validate::DEFAULT_VSOCK_DAEMON),
+        }
+    }
+}
+
+/// The parsed file a config came from and the host facts it was checked
+/// against: what [`super::annotations`] re-validates with overrides.
+/// Never saved; two configs compare equal whatever their origins.
+#[derive(Debug, Clone, Default)]
+pub struct Origin(pub(crate) Option<std::sync::Arc<(toml::Table, super::HostInfo)>>);
+
+impl PartialEq for Origin {
+    fn eq(&self, _: &Origin) -> bool {
+        true
+    }
 }

@@ -7,13 +7,13 @@
 //! the same time, so a QEMU that dies while starting fails the start at once,
 //! with its stderr.
 
-use super::build::QMP_FD;
 use crate::config::HypervisorConfig;
-use crate::hypervisor::{HypervisorError, Result};
-use crate::process;
-use crate::security::{self, selinux, user};
+use crate::error::{HypervisorError, Result};
+use crate::host::process;
+use crate::host::security::{self, selinux, user};
+use crate::plan::QMP_FD;
 use crate::state::files;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -32,31 +32,31 @@ pub fn stderr_tail(log: &Path) -> String {
     String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
 
-/// Bind a listener QEMU will inherit (QMP or events) at `path`, removing a stale socket.
-pub fn bind_qmp(path: &Path) -> Result<UnixListener> {
+/// Bind a listener a child will inherit (QMP, events, a daemon's socket) at
+/// `path`, removing a stale socket.
+pub fn bind_listener(path: &Path) -> Result<UnixListener> {
     let _ = std::fs::remove_file(path);
     UnixListener::bind(path).map_err(HypervisorError::io(format!("bind {}", path.display())))
 }
 
-/// Most listening sockets QEMU inherits (QMP, then the supervisor's events monitor).
-pub const MAX_LISTENERS: usize = 2;
+/// Most fds a child inherits (QMP, events, then cold-plugged taps).
+pub const MAX_FDS: usize = 32;
 
-/// In the child, before exec: new session, the listeners on fds 3, 4, ... in
-/// order, every other fd above them marked close-on-exec, then the configured
+/// In the child, before exec: new session, the fds on 3, 4, ... in order,
+/// every other fd above them marked close-on-exec, then the configured
 /// identity. Allocates nothing (runs between fork and exec).
 fn child_setup(
-    listeners: [RawFd; MAX_LISTENERS],
+    fds: [RawFd; MAX_FDS],
     count: usize,
     identity: Option<&user::Identity>,
 ) -> std::io::Result<()> {
     use nix::fcntl::{FcntlArg, fcntl};
     nix::unistd::setsid().map_err(std::io::Error::from)?;
-    // Move every listener out of the way first, so that moving one onto its
+    // Move every fd out of the way first, so that moving one onto its
     // target number can never clobber another that sits there.
-    let mut high: [RawFd; MAX_LISTENERS] = [-1; MAX_LISTENERS];
+    let mut high: [RawFd; MAX_FDS] = [-1; MAX_FDS];
     for i in 0..count {
-        high[i] =
-            fcntl(listeners[i], FcntlArg::F_DUPFD_CLOEXEC(64)).map_err(std::io::Error::from)?;
+        high[i] = fcntl(fds[i], FcntlArg::F_DUPFD_CLOEXEC(64)).map_err(std::io::Error::from)?;
     }
     for (i, fd) in high.iter().enumerate().take(count) {
         // dup2 leaves the target without CLOEXEC: QEMU inherits exactly these.
@@ -88,7 +88,7 @@ pub fn prepare(cfg: &HypervisorConfig, dir: &Path) -> Result<()> {
     security::warn_bpf_jit(cfg.seccomp_sandbox.is_some());
     if let (Some(_), Some(vars)) = (&cfg.firmware, &cfg.firmware_volume) {
         // The vars template is copied once per sandbox and never written.
-        let copy = dir.join(super::build::EFI_VARS);
+        let copy = dir.join(crate::plan::devices::EFI_VARS);
         if !copy.exists() {
             std::fs::copy(vars, &copy).map_err(HypervisorError::io(format!(
                 "copy {} to {}",
@@ -108,14 +108,15 @@ pub fn prepare(cfg: &HypervisorConfig, dir: &Path) -> Result<()> {
             dir,
             &[
                 files::QMP,
+                files::EVENTS,
                 files::QEMU_LOG,
-                super::build::EFI_VARS,
-                // QEMU connects to swtpm's control socket, which sandvm bound.
-                super::daemons::swtpm::TPM_SOCKET,
+                crate::plan::devices::EFI_VARS,
+                // QEMU connects to the daemons' sockets.
+                crate::plan::tpm::TPM_SOCKET,
+                files::VHOST_VSOCK,
             ],
             u,
-        )
-        .map_err(|e| HypervisorError::Host(e.to_string()))?;
+        )?;
     }
     Ok(())
 }
@@ -131,11 +132,11 @@ pub(crate) fn detached_command(
     fds: &[RawFd],
     identity: Option<user::Identity>,
 ) -> Result<std::process::Command> {
-    if fds.len() > MAX_LISTENERS {
-        return Err(HypervisorError::Host(format!(
-            "at most {MAX_LISTENERS} fds can be passed to {}",
-            bin.display()
-        )));
+    if fds.len() > MAX_FDS {
+        return Err(HypervisorError::unsupported(
+            format!("start {}", bin.display()),
+            format!("at most {MAX_FDS} fds can be passed to it (too many cold-plugged NICs)"),
+        ));
     }
     let logf = std::fs::OpenOptions::new()
         .create(true)
@@ -145,7 +146,7 @@ pub(crate) fn detached_command(
     let errf = logf
         .try_clone()
         .map_err(HypervisorError::io(log.display()))?;
-    let mut passed: [RawFd; MAX_LISTENERS] = [-1; MAX_LISTENERS];
+    let mut passed: [RawFd; MAX_FDS] = [-1; MAX_FDS];
     passed[..fds.len()].copy_from_slice(fds);
     let count = fds.len();
     let mut cmd = std::process::Command::new(bin);
@@ -174,17 +175,12 @@ pub(crate) fn spawn_command(mut cmd: std::process::Command, bin: &Path) -> Resul
 }
 
 /// Spawn QEMU detached (its own session), stdout and stderr to `log`, under
-/// the configured uid/gid/groups and SELinux exec label. Returns the pid.
-pub fn spawn(
-    cfg: &HypervisorConfig,
-    args: &[String],
-    listeners: &[&UnixListener],
-    log: &Path,
-) -> Result<i32> {
+/// the configured uid/gid/groups and SELinux exec label, with `fds` on 3, 4,
+/// ... in order. Returns the pid.
+pub fn spawn(cfg: &HypervisorConfig, args: &[String], fds: &[RawFd], log: &Path) -> Result<i32> {
     let qemu = cfg.qemu_path.as_path();
-    let fds: Vec<RawFd> = listeners.iter().map(|l| l.as_raw_fd()).collect();
     let identity = cfg.qemu_user.as_ref().map(user::Identity::from);
-    let cmd = detached_command(qemu, args, log, &fds, identity)?;
+    let cmd = detached_command(qemu, args, log, fds, identity)?;
     // The exec label is per thread and for the next exec only; the guard puts
     // the previous one back as soon as QEMU is spawned.
     let decision = selinux::decide(
@@ -192,10 +188,7 @@ pub fn spawn(
         cfg.disable_selinux,
         cfg.selinux_label.as_deref(),
     );
-    let label = selinux::ExecLabel::apply(&decision).map_err(|e| HypervisorError::StartFailed {
-        reason: e.to_string(),
-        stderr: String::new(),
-    })?;
+    let label = selinux::ExecLabel::apply(&decision)?;
     let spawned = spawn_command(cmd, qemu);
     drop(label);
     spawned

@@ -1,46 +1,15 @@
-//! nydusd in virtiofs mode, as Kata runs it: `virtiofs --apisock --sock`,
-//! then the share is mounted as a passthrough filesystem through the HTTP
-//! API, at `/containers` (Kata's `sharedPathInGuest`): in the guest the
-//! shared folder appears as `containers/` under the `kataShared` mount.
+//! nydusd in virtiofs mode, as Kata runs it (the command line is
+//! [`crate::plan::sharedfs::nydusd_args`]): once its sockets listen, the
+//! share is mounted as a passthrough filesystem through the HTTP API, at
+//! `/containers` (Kata's `sharedPathInGuest`): in the guest the shared folder
+//! appears as `containers/` under the `kataShared` mount.
 
-use super::{FS_API_SOCKET, FS_SOCKET, log_tail, wait_for_listeners};
-use crate::config::HypervisorConfig;
-use crate::hypervisor::{HypervisorError, Result};
+use super::{log_tail, wait_for_listeners};
+use crate::error::{HypervisorError, Result};
+use crate::plan::sharedfs::{FS_API_SOCKET, FS_SOCKET, NYDUS_MOUNTPOINT, NYDUS_PASSTHROUGH_FS};
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Where the passthrough filesystem is mounted inside the virtio-fs device (Kata's).
-pub const PASSTHROUGH_MOUNTPOINT: &str = "/containers";
-/// nydusd's filesystem type for a host folder.
-pub const PASSTHROUGH_FS: &str = "passthrough_fs";
-/// `--rlimit-nofile 0` leaves the fd limit alone (nydusd's default, 1,000,000,
-/// is above many hosts' hard limit and makes it exit).
-pub const RLIMIT_NOFILE: &str = "0";
-
-/// The arguments: virtiofs mode, log level, API and vhost-user sockets, fd
-/// limit, then `virtio_fs_extra_args`.
-pub fn args(cfg: &HypervisorConfig, dir: &Path) -> Vec<String> {
-    let mut a: Vec<String> = vec![
-        "virtiofs".into(),
-        "--log-level".into(),
-        if cfg.debug { "debug" } else { "info" }.into(),
-        "--apisock".into(),
-        dir.join(FS_API_SOCKET).display().to_string(),
-        "--sock".into(),
-        dir.join(FS_SOCKET).display().to_string(),
-    ];
-    if !cfg
-        .shared_fs
-        .extra_args
-        .iter()
-        .any(|x| x.starts_with("--rlimit-nofile"))
-    {
-        a.extend(["--rlimit-nofile".into(), RLIMIT_NOFILE.into()]);
-    }
-    a.extend(cfg.shared_fs.extra_args.iter().cloned());
-    a
-}
 
 /// Wait for both sockets to listen, then mount the share through the API.
 pub async fn ready(
@@ -50,15 +19,16 @@ pub async fn ready(
     log: &Path,
     timeout: Duration,
 ) -> Result<()> {
-    let failed = |reason: String| HypervisorError::StartFailed {
-        reason: format!("nydusd: {reason}"),
-        stderr: log_tail(log),
+    let failed = |reason: String| HypervisorError::Daemon {
+        daemon: "nydusd",
+        reason,
+        log: log_tail(log),
     };
     wait_for_listeners(dir, &[FS_API_SOCKET, FS_SOCKET], pid, timeout)
         .await
         .map_err(failed)?;
     let body = serde_json::json!({
-        "fs_type": PASSTHROUGH_FS,
+        "fs_type": NYDUS_PASSTHROUGH_FS,
         "source": share.display().to_string(),
         "config": "",
     })
@@ -68,7 +38,7 @@ pub async fn ready(
         http(
             &dir.join(FS_API_SOCKET),
             "POST",
-            &format!("/api/v1/mount?mountpoint={PASSTHROUGH_MOUNTPOINT}"),
+            &format!("/api/v1/mount?mountpoint={NYDUS_MOUNTPOINT}"),
             &body,
         ),
     )

@@ -4,11 +4,12 @@
 //! Removal: `device_del`, wait for `DEVICE_DELETED`, then `blockdev-del`
 //! (or `object-del`).
 
-use super::{DeviceKind, HotplugState, Plan, PluggedDevice, QmpCall, Step, validate_device_id};
+use super::{HotplugState, Plan, PluggedDevice, QmpCall, Step, validate_device_id};
 use crate::config::{BlockDriver, HypervisorConfig};
-use crate::hypervisor::{HypervisorError, Result};
-use crate::qemu::arch::ArchPolicy;
-use crate::qemu::build::SCSI_ID;
+use crate::error::{HypervisorError, Result};
+use crate::plan::arch::ArchLayout;
+use crate::plan::devices::SCSI_ID;
+use crate::types::DeviceKind;
 use qemu_config::Transport;
 use serde_json::{Map, Value, json};
 use std::os::unix::fs::FileTypeExt;
@@ -26,14 +27,17 @@ pub fn scsi_id_lun(index: u32) -> (u32, u32) {
 
 /// Where hotplug goes on this arch: `Ok(true)` needs a bridge slot (PCI),
 /// `Ok(false)` needs none (CCW).
-pub fn needs_slot(policy: &ArchPolicy, what: &str) -> Result<bool> {
-    match policy.transport {
-        Transport::Pci if policy.bridges => Ok(true),
+pub fn needs_slot(arch: &ArchLayout, what: &str) -> Result<bool> {
+    match arch.transport {
+        Transport::Pci if arch.bridges => Ok(true),
         Transport::Ccw => Ok(false),
-        _ => Err(HypervisorError::Host(format!(
-            "Cannot hotplug {what}: machine {} has no hotplug bus (no PCI bridges, no CCW)",
-            policy.machine.machine_type
-        ))),
+        _ => Err(HypervisorError::unsupported(
+            format!("hotplug {what}"),
+            format!(
+                "machine {} has no hotplug bus (no PCI bridges, no CCW)",
+                arch.machine_type
+            ),
+        )),
     }
 }
 
@@ -65,7 +69,7 @@ pub fn blockdev_args(cfg: &HypervisorConfig, node: &str, path: &Path, readonly: 
 /// The plan for a disk `id` (empty: generated) from the image at `path`.
 pub fn plan(
     cfg: &HypervisorConfig,
-    policy: &ArchPolicy,
+    arch: &ArchLayout,
     hp: &HotplugState,
     id: String,
     path: &Path,
@@ -77,7 +81,7 @@ pub fn plan(
     info.insert("path".into(), path.display().to_string().into());
     info.insert("readonly".into(), readonly.into());
     if cfg.block.driver == BlockDriver::Nvdimm {
-        return nvdimm_plan(policy, id, path, readonly, info);
+        return nvdimm_plan(arch, id, path, readonly, info);
     }
     let node = node_name(&id);
     let add_node = Step::new(
@@ -86,7 +90,7 @@ pub fn plan(
     );
     let mut props = Map::new();
     props.insert("drive".into(), node.clone().into());
-    let scsi = cfg.block.driver == BlockDriver::VirtioScsi && policy.transport != Transport::Mmio;
+    let scsi = cfg.block.driver == BlockDriver::VirtioScsi && arch.transport != Transport::Mmio;
     let (driver, slot) = if scsi {
         let used: Vec<u64> = hp
             .devices
@@ -104,7 +108,7 @@ pub fn plan(
         info.insert("scsi_index".into(), index.into());
         ("scsi-hd", false)
     } else {
-        let slot = needs_slot(policy, "a virtio-blk disk")?;
+        let slot = needs_slot(arch, "a virtio-blk disk")?;
         let ccw = cfg.block.driver == BlockDriver::VirtioBlkCcw || !slot;
         (
             if ccw {
@@ -122,6 +126,7 @@ pub fn plan(
             driver: driver.into(),
             slot: None,
             info,
+            placement: None,
             remove: Vec::new(),
         },
         steps: vec![add_node, Step::device(driver, &id, props)],
@@ -135,28 +140,31 @@ pub fn plan(
 const NVDIMM_ALIGN: u64 = 2 << 20;
 
 fn nvdimm_plan(
-    policy: &ArchPolicy,
+    arch: &ArchLayout,
     id: String,
     path: &Path,
     readonly: bool,
     mut info: Map<String, Value>,
 ) -> Result<Plan> {
-    if policy.nvdimm_root_params.is_none() {
-        return Err(HypervisorError::Host(format!(
-            "Cannot hotplug {}: block_device_driver = \"nvdimm\" but machine {} has no nvdimm",
-            path.display(),
-            policy.machine.machine_type
-        )));
+    if !arch.has_nvdimm() {
+        return Err(HypervisorError::unsupported(
+            format!("hotplug {}", path.display()),
+            format!(
+                "block_device_driver = \"nvdimm\" but machine {} has no nvdimm",
+                arch.machine_type
+            ),
+        ));
     }
     let len = std::fs::metadata(path)
         .map_err(HypervisorError::io(path.display()))?
         .len();
     let size = len / NVDIMM_ALIGN * NVDIMM_ALIGN;
     if size == 0 {
-        return Err(HypervisorError::Host(format!(
-            "Cannot hotplug {} as an nvdimm: it is smaller than 2 MiB",
-            path.display()
-        )));
+        return Err(HypervisorError::invalid(
+            "nvdimm image",
+            path.display().to_string(),
+            "smaller than 2 MiB",
+        ));
     }
     let mem = format!("mem-{id}");
     let mut o = Map::new();
@@ -181,6 +189,7 @@ fn nvdimm_plan(
             driver: "nvdimm".into(),
             slot: None,
             info,
+            placement: None,
             remove: Vec::new(),
         },
         steps: vec![backend, Step::device("nvdimm", &id, props)],

@@ -11,8 +11,8 @@
 
 use super::net::{NetBackend, plan_with};
 use super::{HotplugState, Plan};
-use crate::hypervisor::{HypervisorError, Result};
-use crate::qemu::arch::ArchPolicy;
+use crate::error::{HypervisorError, Result};
+use crate::plan::arch::ArchLayout;
 use serde_json::Map;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -29,14 +29,14 @@ pub fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
     )
     .map_err(|e| HypervisorError::Io {
         what: "socketpair(AF_UNIX, SOCK_DGRAM) for a cable".into(),
-        reason: e.to_string(),
+        source: e.into(),
     })
 }
 
 /// The plan for one end of a cable to `peer` on the socket `fd`: a NIC like
 /// `net.rs`'s on a `dgram` netdev, recorded with `cable = <peer>`.
 pub fn plan(
-    policy: &ArchPolicy,
+    arch: &ArchLayout,
     hp: &HotplugState,
     id: String,
     fd: Arc<OwnedFd>,
@@ -48,7 +48,7 @@ pub fn plan(
         .map_err(HypervisorError::io("dup cable socket"))?;
     let mut info = Map::new();
     info.insert("cable".into(), peer.into());
-    plan_with(policy, hp, id, fd, mac, NetBackend::Dgram, info)
+    plan_with(arch, hp, id, fd, mac, NetBackend::Dgram, info)
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! waiting for `DEVICE_DELETED` (the guest ejects it through ACPI).
 
 use super::{PluggedCpu, UNPLUG_TIMEOUT};
-use crate::hypervisor::{HypervisorError, Result};
-use crate::qemu::Qemu;
+use crate::error::{HypervisorError, Result};
+use crate::qemu::core::Core;
 use qmp::commands::{CpuInstanceProperties, HotpluggableCpu};
 use serde_json::{Map, Value, json};
 use tracing::info;
@@ -87,15 +87,16 @@ pub async fn unplug_cpu(c: &qmp::Client, id: &str) -> qmp::Result<()> {
     }
 }
 
-impl Qemu {
+impl Core {
     /// Resize to `n` vCPUs; returns (old, new).
     pub(crate) async fn hp_resize_vcpus(&mut self, n: u32) -> Result<(u32, u32)> {
         self.require_running("resize vCPUs")?;
         let max = self.config.max_vcpus;
         if n == 0 || n > max {
-            return Err(HypervisorError::Host(format!(
-                "Cannot resize to {n} vCPUs: must be 1 to default_maxvcpus ({max})"
-            )));
+            return Err(HypervisorError::OutOfRange {
+                what: format!("resize to {n} vCPUs"),
+                reason: format!("must be 1 to default_maxvcpus ({max})"),
+            });
         }
         let c = self.qmp().await?.clone();
         let old = c
@@ -120,16 +121,19 @@ impl Qemu {
                     .as_ref()
                     .map_or(0, |s| s.hotplug.vcpus_ever_added as usize);
             if tcg && started + want > max as usize {
-                return Err(HypervisorError::Host(format!(
-                    "Cannot add {want} vCPUs under TCG: QEMU's multi-threaded TCG has {max} vCPU thread contexts and {started} were used (unplugged vCPUs do not return theirs); under KVM this limit does not apply"
-                )));
+                return Err(HypervisorError::OutOfRange {
+                    what: format!("add {want} vCPUs under TCG"),
+                    reason: format!(
+                        "QEMU's multi-threaded TCG has {max} vCPU thread contexts and {started} were used (unplugged vCPUs do not return theirs); under KVM this limit does not apply"
+                    ),
+                });
             }
             let free = pick_free(&slots, want);
             if free.len() < want {
-                return Err(HypervisorError::Host(format!(
-                    "Cannot add {want} vCPUs: QEMU has only {} free CPU slots",
-                    free.len()
-                )));
+                return Err(HypervisorError::OutOfRange {
+                    what: format!("add {want} vCPUs"),
+                    reason: format!("QEMU has only {} free CPU slots", free.len()),
+                });
             }
             let mut added: Vec<PluggedCpu> = Vec::new();
             for slot in free {
@@ -155,7 +159,7 @@ impl Qemu {
                 }
                 added.push(PluggedCpu { id, props });
             }
-            let st = self.hp_state_mut("resize vCPUs")?;
+            let st = self.record_mut("resize vCPUs")?;
             st.hotplug.vcpus_ever_added += added.len() as u32;
             st.hotplug.vcpus.extend(added);
             self.save()?;
@@ -163,9 +167,10 @@ impl Qemu {
             let remove = (old - n) as usize;
             let have = self.state.as_ref().map_or(0, |s| s.hotplug.vcpus.len());
             if remove > have {
-                return Err(HypervisorError::Host(format!(
-                    "Cannot remove {remove} vCPUs: only {have} were hot-added (boot vCPUs stay)"
-                )));
+                return Err(HypervisorError::OutOfRange {
+                    what: format!("remove {remove} vCPUs"),
+                    reason: format!("only {have} were hot-added (boot vCPUs stay)"),
+                });
             }
             for _ in 0..remove {
                 let Some(cpu) = self
@@ -184,7 +189,7 @@ impl Qemu {
                         source: e,
                     });
                 }
-                self.hp_state_mut("resize vCPUs")?.hotplug.vcpus.pop();
+                self.record_mut("resize vCPUs")?.hotplug.vcpus.pop();
             }
             self.save()?;
         }

@@ -12,17 +12,16 @@
 //! pc-dimm: one dimm per grow, in blocks of the guest's memory block size,
 //! bounded by `memory_slots` and maxmem. Shrinking is not supported.
 
-use super::{
-    DeviceKind, Plan, PluggedDevice, QmpCall, Step, VirtioMemState, overcommit_help, run_steps,
-};
-use crate::config::{GuestArch, HypervisorConfig, SharedFs};
-use crate::hypervisor::{HypervisorError, Result};
-use crate::qemu::Qemu;
-use crate::qemu::arch::{self, Accel, ArchPolicy};
-use crate::qemu::build::{self, HUGEPAGES_DIR, SHM_DIR};
+use super::{Plan, PluggedDevice, QmpCall, Step, VirtioMemState, overcommit_help, run_steps};
+use crate::config::{GuestArch, HypervisorConfig};
+use crate::error::{HypervisorError, Result};
+use crate::plan::Layout;
+use crate::plan::arch::ArchLayout;
+use crate::plan::memory::{HUGEPAGES_DIR, SHM_DIR, shared};
+use crate::qemu::core::Core;
+use crate::types::{DeviceKind, MemoryDevice, MemoryReport};
 use qemu_config::Transport;
 use serde_json::{Map, Value, json};
-use std::path::Path;
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -45,36 +44,9 @@ pub fn memory_block_mib(arch: GuestArch) -> u64 {
     }
 }
 
-/// The most memory the guest can have, MiB: maxmem without the nvdimm image's share.
-pub fn limit_mib(cfg: &HypervisorConfig, policy: &ArchPolicy) -> u64 {
-    let image_size = cfg
-        .image
-        .as_ref()
-        .and_then(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len());
-    let inp = build::BuildInput {
-        cfg,
-        id: "x",
-        uuid: "",
-        dir: Path::new("/"),
-        accel: Accel::Tcg,
-        image_size,
-    };
-    let maxmem = build::max_memory_mib(&inp, policy);
-    let nvdimm = if build::image_on_nvdimm(cfg, policy) {
-        image_size.unwrap_or(0).div_ceil(1 << 20).div_ceil(2) * 2
-    } else {
-        0
-    };
-    maxmem
-        .saturating_sub(nvdimm)
-        .min(cfg.max_memory_mib + cfg.memory_offset_mib)
-        .max(cfg.memory_mib)
-}
-
 /// The virtio-mem region, MiB: (limit − boot memory) rounded down to 4 MiB.
-pub fn virtio_mem_region_mib(cfg: &HypervisorConfig, policy: &ArchPolicy) -> u64 {
-    let r = limit_mib(cfg, policy).saturating_sub(cfg.memory_mib);
+pub fn virtio_mem_region_mib(cfg: &HypervisorConfig, layout: &Layout) -> u64 {
+    let r = layout.memory_limit_mib.saturating_sub(cfg.memory_mib);
     r / VIRTIO_MEM_ALIGN_MIB * VIRTIO_MEM_ALIGN_MIB
 }
 
@@ -83,16 +55,16 @@ pub fn virtio_mem_region_mib(cfg: &HypervisorConfig, policy: &ArchPolicy) -> u64
 /// another process maps guest memory. Returns (qom-type, properties).
 pub fn backend(
     cfg: &HypervisorConfig,
+    agent: Option<crate::config::AgentChannel>,
     size_mib: u64,
     prealloc: bool,
 ) -> (&'static str, Map<String, Value>) {
-    let shared_fs = cfg.shared_fs.kind != SharedFs::None;
-    let share = shared_fs || cfg.file_mem_backend.is_some() || cfg.vhost_user_store;
+    let share = shared(cfg, agent);
     let mem_path = if cfg.hugepages {
         Some(HUGEPAGES_DIR.to_string())
     } else if let Some(p) = &cfg.file_mem_backend {
         Some(p.display().to_string())
-    } else if shared_fs {
+    } else if share {
         Some(SHM_DIR.to_string())
     } else {
         None
@@ -115,9 +87,14 @@ pub fn backend(
 }
 
 /// The steps that add the virtio-mem device (bus and addr added by the caller).
-pub fn virtio_mem_steps(cfg: &HypervisorConfig, policy: &ArchPolicy, region_mib: u64) -> Vec<Step> {
-    let (qom, props) = backend(cfg, region_mib, false);
-    let driver = if policy.transport == Transport::Ccw {
+pub fn virtio_mem_steps(
+    cfg: &HypervisorConfig,
+    agent: Option<crate::config::AgentChannel>,
+    arch: &ArchLayout,
+    region_mib: u64,
+) -> Vec<Step> {
+    let (qom, props) = backend(cfg, agent, region_mib, false);
+    let driver = if arch.transport == Transport::Ccw {
         "virtio-mem-ccw"
     } else {
         "virtio-mem-pci"
@@ -143,13 +120,16 @@ fn memory_error(what: String, e: HypervisorError) -> HypervisorError {
         HypervisorError::Qmp { source, .. } => overcommit_help(source),
         _ => None,
     };
-    match help {
-        Some(h) => HypervisorError::Host(format!("{what}: {e}; {h}")),
-        None => HypervisorError::Host(format!("{what}: {e}")),
+    HypervisorError::OutOfRange {
+        what,
+        reason: match help {
+            Some(h) => format!("{e}; {h}"),
+            None => e.to_string(),
+        },
     }
 }
 
-impl Qemu {
+impl Core {
     /// With `enable_virtio_mem`: add the virtio-mem device (called by start).
     pub(crate) async fn hp_setup_virtio_mem(&mut self) -> Result<()> {
         if !self.config.virtio_mem
@@ -161,19 +141,21 @@ impl Qemu {
             return Ok(());
         }
         let cfg = self.config.clone();
-        let policy = arch::policy(&cfg, Accel::Tcg);
-        if policy.transport == Transport::Mmio {
-            return Err(HypervisorError::Host(format!(
-                "hypervisor.qemu.enable_virtio_mem: machine {} has no PCI or CCW for virtio-mem",
-                cfg.machine_type
-            )));
-        }
-        let region = virtio_mem_region_mib(&cfg, &policy);
-        if region == 0 {
-            return Err(HypervisorError::Host(
-                "hypervisor.qemu.enable_virtio_mem needs default_maxmemory above default_memory"
-                    .into(),
+        let st = self.record_mut("set up virtio-mem")?;
+        let (layout, agent) = (st.layout.clone(), st.agent.as_ref().map(|a| a.kind));
+        let arch = &layout.arch;
+        if arch.transport == Transport::Mmio {
+            return Err(HypervisorError::unsupported(
+                "set up virtio-mem (hypervisor.qemu.enable_virtio_mem)",
+                format!("machine {} has no PCI or CCW", cfg.machine_type),
             ));
+        }
+        let region = virtio_mem_region_mib(&cfg, &layout);
+        if region == 0 {
+            return Err(HypervisorError::OutOfRange {
+                what: "set up virtio-mem (hypervisor.qemu.enable_virtio_mem)".into(),
+                reason: "default_maxmemory must be above default_memory".into(),
+            });
         }
         let mut plan = Plan {
             record: PluggedDevice {
@@ -182,18 +164,16 @@ impl Qemu {
                 driver: String::new(),
                 slot: None,
                 info: Map::new(),
+                placement: None,
                 remove: Vec::new(),
             },
-            steps: virtio_mem_steps(&cfg, &policy, region),
+            steps: virtio_mem_steps(&cfg, agent, arch, region),
             fd: None,
-            needs_slot: policy.transport == Transport::Pci,
+            needs_slot: arch.transport == Transport::Pci,
         };
         let slot = if plan.needs_slot {
-            let st = self.hp_state_mut("set up virtio-mem")?;
-            let s = st
-                .pci
-                .allocate(VIRTIO_MEM_ID)
-                .map_err(|e| HypervisorError::Host(e.to_string()))?;
+            let st = self.record_mut("set up virtio-mem")?;
+            let s = st.pci.allocate(VIRTIO_MEM_ID)?;
             plan.place(&s);
             Some(s)
         } else {
@@ -207,7 +187,7 @@ impl Qemu {
                 e,
             ));
         }
-        self.hp_state_mut("set up virtio-mem")?.hotplug.virtio_mem = Some(VirtioMemState {
+        self.record_mut("set up virtio-mem")?.hotplug.virtio_mem = Some(VirtioMemState {
             id: VIRTIO_MEM_ID.into(),
             memdev: VIRTIO_MEM_BACKEND.into(),
             region_mib: region,
@@ -220,26 +200,37 @@ impl Qemu {
         Ok(())
     }
 
-    /// Resize guest memory to `mib` in all; returns the size reached.
-    pub(crate) async fn hp_resize_memory(&mut self, mib: u64) -> Result<u64> {
+    /// Resize guest memory to `mib` in all; reports what was reached.
+    pub(crate) async fn hp_resize_memory(&mut self, mib: u64) -> Result<MemoryReport> {
         self.require_running("resize memory")?;
         let vm = self
             .state
             .as_ref()
             .and_then(|s| s.hotplug.virtio_mem.clone());
-        match vm {
-            Some(vm) => self.resize_virtio_mem(vm, mib).await,
-            None => self.grow_dimm(mib).await,
-        }
+        let (total_mib, device) = match vm {
+            Some(vm) => (
+                self.resize_virtio_mem(vm, mib).await?,
+                MemoryDevice::VirtioMem,
+            ),
+            None => (self.grow_dimm(mib).await?, MemoryDevice::PcDimm),
+        };
+        Ok(MemoryReport {
+            requested_mib: mib,
+            total_mib,
+            device,
+        })
     }
 
     async fn resize_virtio_mem(&mut self, vm: VirtioMemState, mib: u64) -> Result<u64> {
         let boot = self.config.memory_mib;
         if mib < boot || mib - boot > vm.region_mib {
-            return Err(HypervisorError::Host(format!(
-                "Cannot resize memory to {mib} MiB: must be {boot} (default_memory) to {} (default_maxmemory)",
-                boot + vm.region_mib
-            )));
+            return Err(HypervisorError::OutOfRange {
+                what: format!("resize memory to {mib} MiB"),
+                reason: format!(
+                    "must be {boot} (default_memory) to {} (default_maxmemory)",
+                    boot + vm.region_mib
+                ),
+            });
         }
         let c = self.qmp().await?.clone();
         let path = format!("/machine/peripheral/{}", vm.id);
@@ -316,7 +307,7 @@ impl Qemu {
                 .map_err(HypervisorError::qmp("qom-get size"))?,
         );
         if let Some(v) = self
-            .hp_state_mut("resize memory")?
+            .record_mut("resize memory")?
             .hotplug
             .virtio_mem
             .as_mut()
@@ -332,42 +323,49 @@ impl Qemu {
 
     async fn grow_dimm(&mut self, mib: u64) -> Result<u64> {
         let cfg = self.config.clone();
-        let policy = arch::policy(&cfg, Accel::Tcg);
-        let hp = self.hp_state_mut("resize memory")?.hotplug.clone();
+        let st = self.record_mut("resize memory")?;
+        let (hp, layout) = (st.hotplug.clone(), st.layout.clone());
+        let agent = st.agent.as_ref().map(|a| a.kind);
         let cur = cfg.memory_mib + hp.dimm_mib();
         if mib == cur {
             return Ok(cur);
         }
         if mib < cur {
-            return Err(HypervisorError::NotSupported {
-                op: "shrinking pc-dimm memory (set enable_virtio_mem to shrink)",
-                backend: "qemu",
-            });
+            return Err(HypervisorError::unsupported(
+                format!("shrink memory to {mib} MiB"),
+                "pc-dimm memory only grows; set enable_virtio_mem to shrink",
+            ));
         }
         let blk = memory_block_mib(cfg.guest_arch);
         let add = (mib - cur).div_ceil(blk) * blk;
-        let limit = limit_mib(&cfg, &policy);
+        let limit = layout.memory_limit_mib;
         if cur + add > limit {
-            return Err(HypervisorError::Host(format!(
-                "Cannot grow memory to {mib} MiB: {} MiB in {blk} MiB blocks would exceed maxmem ({limit} MiB; default_maxmemory)",
-                cur + add
-            )));
+            return Err(HypervisorError::OutOfRange {
+                what: format!("grow memory to {mib} MiB"),
+                reason: format!(
+                    "{} MiB in {blk} MiB blocks would exceed maxmem ({limit} MiB; default_maxmemory)",
+                    cur + add
+                ),
+            });
         }
         let used = hp
             .devices
             .iter()
             .filter(|d| matches!(d.kind, DeviceKind::Dimm | DeviceKind::Nvdimm))
             .count()
-            + usize::from(build::image_on_nvdimm(&cfg, &policy));
+            + usize::from(layout.image_on_nvdimm);
         if used >= cfg.memory_slots as usize {
-            return Err(HypervisorError::Host(format!(
-                "Cannot add a pc-dimm: all {} memory slots are used; raise hypervisor.qemu.memory_slots",
-                cfg.memory_slots
-            )));
+            return Err(HypervisorError::OutOfRange {
+                what: "add a pc-dimm".into(),
+                reason: format!(
+                    "all {} memory slots are used; raise hypervisor.qemu.memory_slots",
+                    cfg.memory_slots
+                ),
+            });
         }
         let id = hp.next_id("dimm");
         let mem = format!("mem-{id}");
-        let (qom, props) = backend(&cfg, add, cfg.mem_prealloc || cfg.hugepages);
+        let (qom, props) = backend(&cfg, agent, add, cfg.mem_prealloc || cfg.hugepages);
         let mut dev = Map::new();
         dev.insert("memdev".into(), mem.clone().into());
         let steps = vec![
@@ -383,7 +381,7 @@ impl Qemu {
             .map_err(|e| memory_error(format!("Adding a {add} MiB pc-dimm failed"), e))?;
         let mut info = Map::new();
         info.insert("size_mib".into(), add.into());
-        self.hp_state_mut("resize memory")?
+        self.record_mut("resize memory")?
             .hotplug
             .devices
             .push(PluggedDevice {
@@ -392,6 +390,7 @@ impl Qemu {
                 driver: "pc-dimm".into(),
                 slot: None,
                 info,
+                placement: None,
                 remove: removal,
             });
         self.save()?;

@@ -20,10 +20,10 @@ pub mod net;
 pub mod vfio;
 pub mod vsock;
 
-use super::Qemu;
-use super::pci::SlotAddr;
-use crate::hypervisor::{DeviceSpec, HypervisorError, Result};
-use crate::state::VmState;
+use super::core::Core;
+use crate::error::{HypervisorError, Result};
+use crate::plan::pci::SlotAddr;
+use crate::types::{DeviceInfo, DeviceKind, DeviceSpec, Placement, VmState};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::os::fd::OwnedFd;
@@ -110,37 +110,6 @@ impl Step {
     }
 }
 
-/// What a hotplugged device is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceKind {
-    /// A disk (virtio-blk, scsi-hd).
-    Block,
-    /// An nvdimm backed by an image.
-    Nvdimm,
-    /// A NIC on a tap.
-    Net,
-    /// vhost-vsock.
-    Vsock,
-    /// A VFIO device.
-    Vfio,
-    /// A pc-dimm of hot-added memory.
-    Dimm,
-}
-
-impl std::fmt::Display for DeviceKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            DeviceKind::Block => "block",
-            DeviceKind::Nvdimm => "nvdimm",
-            DeviceKind::Net => "net",
-            DeviceKind::Vsock => "vsock",
-            DeviceKind::Vfio => "vfio",
-            DeviceKind::Dimm => "dimm",
-        })
-    }
-}
-
 /// A device hotplugged into a running sandbox, as saved in `state.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PluggedDevice {
@@ -156,6 +125,9 @@ pub struct PluggedDevice {
     /// What it was made from (path, tap, mac, size, cid, host), for display.
     #[serde(default)]
     pub info: Map<String, Value>,
+    /// Where the guest finds it.
+    #[serde(default)]
+    pub placement: Option<Placement>,
     /// The calls that remove it, in order (`device_del` first).
     pub remove: Vec<QmpCall>,
 }
@@ -227,6 +199,18 @@ impl HotplugState {
             || self.virtio_mem.as_ref().is_some_and(|m| m.id == id)
     }
 
+    /// The lowest SCSI index (target * 256 + LUN) no disk uses.
+    pub fn next_scsi_index(&self) -> u32 {
+        let used: Vec<u64> = self
+            .devices
+            .iter()
+            .filter_map(|d| d.info.get("scsi_index").and_then(Value::as_u64))
+            .collect();
+        (0u32..)
+            .find(|i| !used.contains(&u64::from(*i)))
+            .unwrap_or_default()
+    }
+
     /// A free id `<prefix><n>`.
     pub fn next_id(&self, prefix: &str) -> String {
         (0u32..)
@@ -239,11 +223,7 @@ impl HotplugState {
 /// Check a device id the caller chose: QEMU's id syntax, and short enough
 /// for the node names derived from it.
 pub fn validate_device_id(id: &str) -> Result<()> {
-    let bad = |why: &str| {
-        Err(HypervisorError::Host(format!(
-            "Invalid device id {id:?}: {why}"
-        )))
-    };
+    let bad = |why: &str| Err(HypervisorError::invalid("device id", id, why));
     if id.is_empty() {
         return bad("empty");
     }
@@ -350,55 +330,46 @@ pub struct Plan {
     pub needs_slot: bool,
 }
 
-impl Qemu {
+impl Core {
     /// The hotplug record of the sandbox.
-    pub fn hotplugged(&self) -> Option<&HotplugState> {
+    pub(crate) fn hotplugged(&self) -> Option<&HotplugState> {
         self.state.as_ref().map(|s| &s.hotplug)
     }
 
-    fn require_running(&self, op: &'static str) -> Result<()> {
-        match self.state.as_ref().map(|s| s.state) {
-            Some(VmState::Running) | Some(VmState::Paused) => Ok(()),
-            Some(_) => Err(self.wrong_state(op)),
-            None => Err(HypervisorError::NoSandbox { op }),
-        }
-    }
-
-    fn hp_state_mut(&mut self, op: &'static str) -> Result<&mut crate::state::SandboxState> {
-        self.state.as_mut().ok_or(HypervisorError::NoSandbox { op })
-    }
-
-    /// Hotplug a device ([`crate::hypervisor::Hypervisor::hotplug_add_device`]).
-    pub(crate) async fn hp_add(&mut self, dev: DeviceSpec) -> Result<()> {
+    /// Hotplug a device ([`crate::Hypervisor::hotplug_add_device`]).
+    pub(crate) async fn hp_add(&mut self, dev: DeviceSpec) -> Result<DeviceInfo> {
         self.require_running("hotplug a device")?;
         let cfg = self.config.clone();
-        let policy = super::arch::policy(&cfg, super::arch::Accel::Tcg);
-        let hp = self.hp_state_mut("hotplug a device")?.hotplug.clone();
+        let st = self.record_mut("hotplug a device")?;
+        let (hp, layout) = (st.hotplug.clone(), st.layout.clone());
+        let arch = &layout.arch;
         let mut plan = match dev {
             DeviceSpec::Block { id, path, readonly } => {
-                block::plan(&cfg, &policy, &hp, id, &path, readonly)?
+                block::plan(&cfg, arch, &hp, id, &path, readonly)?
             }
-            DeviceSpec::Net { id, tap, mac } => net::plan_tap(&cfg, &policy, &hp, id, &tap, mac)?,
-            DeviceSpec::NetFd { id, fd, mac } => net::plan_fd(&cfg, &policy, &hp, id, fd, mac)?,
-            DeviceSpec::Cable { id, fd, mac, peer } => {
-                cable::plan(&policy, &hp, id, fd, mac, &peer)?
+            DeviceSpec::Net { id, tap, mac } => net::plan_tap(&cfg, arch, &hp, id, &tap, mac)?,
+            DeviceSpec::NetFd { id, fd, mac } => net::plan_fd(&cfg, arch, &hp, id, fd, mac)?,
+            DeviceSpec::Cable { id, fd, mac, peer } => cable::plan(arch, &hp, id, fd, mac, &peer)?,
+            DeviceSpec::Vsock { id, guest_cid } => vsock::plan(arch, &hp, id, guest_cid)?,
+            DeviceSpec::Vfio { id, host } => vfio::plan(&cfg, arch, &hp, id, &host)?,
+            DeviceSpec::AgentChannel { .. } => {
+                return Err(HypervisorError::unsupported(
+                    "hotplug an agent channel",
+                    "the agent channel is cold-plugged (add_device before start)",
+                ));
             }
-            DeviceSpec::Vsock { id, guest_cid } => vsock::plan(&policy, &hp, id, guest_cid)?,
-            DeviceSpec::Vfio { id, host } => vfio::plan(&cfg, &policy, &hp, id, &host)?,
         };
         let id = plan.record.id.clone();
         if hp.id_taken(&id) {
-            return Err(HypervisorError::Host(format!(
-                "Device id {id} is already in use in this sandbox"
-            )));
+            return Err(HypervisorError::DeviceIdInUse {
+                id,
+                sandbox: self.id().to_string(),
+            });
         }
         // A bridge slot, when the plan asked for one.
-        let st = self.hp_state_mut("hotplug a device")?;
+        let st = self.record_mut("hotplug a device")?;
         let slot = if plan.needs_slot {
-            let s = st
-                .pci
-                .allocate(&id)
-                .map_err(|e| HypervisorError::Host(e.to_string()))?;
+            let s = st.pci.allocate(&id)?;
             plan.place(&s);
             Some(s)
         } else {
@@ -422,8 +393,31 @@ impl Qemu {
         let mut record = plan.record;
         record.slot = slot;
         record.remove = removal.clone();
-        let st = self.hp_state_mut("hotplug a device")?;
-        st.hotplug.devices.push(record);
+        if record.kind == DeviceKind::Nvdimm {
+            let earlier = hp
+                .devices
+                .iter()
+                .filter(|d| d.kind == DeviceKind::Nvdimm)
+                .count()
+                + usize::from(layout.image_on_nvdimm);
+            record.info.insert("nvdimm_index".into(), earlier.into());
+        }
+        record.placement = Some(placement(&layout, &record));
+        let info = DeviceInfo {
+            id: id.clone(),
+            kind: record.kind,
+            driver: record.driver.clone(),
+            placement: record.placement.clone().unwrap_or(Placement::Auto),
+            mac: record
+                .info
+                .get("mac")
+                .and_then(Value::as_str)
+                .map(String::from),
+        };
+        self.record_mut("hotplug a device")?
+            .hotplug
+            .devices
+            .push(record);
         if let Err(e) = self.save() {
             // Not persisted: take it out again, so no process is left
             // believing in a device it cannot see.
@@ -431,8 +425,8 @@ impl Qemu {
             self.forget(&id);
             return Err(e);
         }
-        info!(id, "device hotplugged");
-        Ok(())
+        info!(id, placement = %info.placement, "device hotplugged");
+        Ok(info)
     }
 
     fn release_slot(&mut self, id: &str) {
@@ -448,24 +442,33 @@ impl Qemu {
         }
     }
 
-    /// Unplug a device ([`crate::hypervisor::Hypervisor::hotplug_remove_device`]).
+    /// Unplug a device ([`crate::Hypervisor::hotplug_remove_device`]); before
+    /// start, take a cold-plugged device out.
     pub(crate) async fn hp_remove(&mut self, id: &str) -> Result<()> {
+        let no_such = |core: &Core| HypervisorError::NoSuchDevice {
+            id: id.to_string(),
+            sandbox: core.id().to_string(),
+        };
+        if self.state.as_ref().map(|s| s.state) == Some(VmState::Created) {
+            if !self
+                .state
+                .as_ref()
+                .is_some_and(|s| s.cold.iter().any(|d| d.id == id))
+            {
+                return Err(no_such(self));
+            }
+            self.forget_cold(id);
+            return self.save();
+        }
         self.require_running("unplug a device")?;
-        let Some(dev) = self
-            .state
-            .as_ref()
-            .and_then(|s| s.hotplug.find(id))
-            .cloned()
-        else {
-            return Err(HypervisorError::Host(format!(
-                "No hotplugged device {id} in this sandbox (see `sandvm devices`)"
-            )));
+        let Some(dev) = self.hotplugged().and_then(|h| h.find(id)).cloned() else {
+            return Err(no_such(self));
         };
         if dev.kind == DeviceKind::Dimm {
-            return Err(HypervisorError::NotSupported {
-                op: "pc-dimm memory unplug (enable_virtio_mem to shrink memory)",
-                backend: "qemu",
-            });
+            return Err(HypervisorError::unsupported(
+                format!("unplug {id}"),
+                "pc-dimm memory cannot be unplugged (enable_virtio_mem to shrink memory)",
+            ));
         }
         let c = self.qmp().await?.clone();
         let mut calls = dev.remove.iter();
@@ -485,6 +488,35 @@ impl Qemu {
         info!(id, "device unplugged");
         Ok(())
     }
+}
+
+/// Where the guest finds a hotplugged device.
+fn placement(layout: &crate::plan::Layout, d: &PluggedDevice) -> Placement {
+    if let Some(s) = &d.slot {
+        return Placement::Pci {
+            path: crate::plan::bridges::pci_path(layout, s),
+        };
+    }
+    if let Some(i) = d.info.get("scsi_index").and_then(Value::as_u64) {
+        let (id, lun) = block::scsi_id_lun(i as u32);
+        return Placement::Scsi { id, lun };
+    }
+    if d.kind == DeviceKind::Nvdimm {
+        let index = d
+            .info
+            .get("nvdimm_index")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        return Placement::Nvdimm {
+            index: index as u32,
+        };
+    }
+    if let Some(rp) = d.info.get("root_port").and_then(Value::as_str) {
+        return Placement::Pci {
+            path: rp.to_string(),
+        };
+    }
+    Placement::Auto
 }
 
 impl Plan {

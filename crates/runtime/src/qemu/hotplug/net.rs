@@ -4,10 +4,11 @@
 //! `device_del`, wait for `DEVICE_DELETED`, `netdev_del`.
 
 use super::block::needs_slot;
-use super::{DeviceKind, HotplugState, Plan, PluggedDevice, QmpCall, Step, validate_device_id};
+use super::{HotplugState, Plan, PluggedDevice, QmpCall, Step, validate_device_id};
 use crate::config::HypervisorConfig;
-use crate::hypervisor::{HypervisorError, Result};
-use crate::qemu::arch::ArchPolicy;
+use crate::error::{HypervisorError, Result};
+use crate::plan::arch::ArchLayout;
+use crate::types::DeviceKind;
 use serde_json::{Map, json};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -38,9 +39,11 @@ pub fn validate_ifname(name: &str) -> Result<()> {
             .bytes()
             .any(|b| b == b'/' || b == 0 || b.is_ascii_whitespace())
     {
-        return Err(HypervisorError::Host(format!(
-            "Invalid tap name {name:?}: 1 to {MAX_IFNAME} bytes without '/' or spaces"
-        )));
+        return Err(HypervisorError::invalid(
+            "tap name",
+            name,
+            format!("1 to {MAX_IFNAME} bytes without '/' or spaces"),
+        ));
     }
     Ok(())
 }
@@ -67,10 +70,9 @@ pub fn open_tap(name: &str) -> Result<OwnedFd> {
     // initialised `struct ifreq` that lives across the call.
     let rc = unsafe { libc::ioctl(f.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReq) };
     if rc < 0 {
-        let e = std::io::Error::last_os_error();
         return Err(HypervisorError::Io {
             what: format!("open tap {name} (TUNSETIFF)"),
-            reason: e.to_string(),
+            source: std::io::Error::last_os_error(),
         });
     }
     Ok(OwnedFd::from(f))
@@ -88,7 +90,7 @@ pub fn random_mac() -> String {
 
 /// Check a MAC address: six hex pairs, not multicast. Returns it lower-cased.
 pub fn parse_mac(mac: &str) -> Result<String> {
-    let bad = |why: &str| HypervisorError::Host(format!("Invalid MAC address {mac:?}: {why}"));
+    let bad = |why: &str| HypervisorError::invalid("MAC address", mac, why);
     let parts: Vec<&str> = mac.split(':').collect();
     if parts.len() != 6 || parts.iter().any(|p| p.len() != 2) {
         return Err(bad("expected six hex pairs like 02:00:00:00:00:01"));
@@ -182,7 +184,7 @@ fn nic_driver(ccw: bool) -> &'static str {
 /// The plan for a NIC `id` (generated when empty) on `fd`; `info` is recorded
 /// with the MAC added.
 pub(super) fn plan_with(
-    policy: &ArchPolicy,
+    arch: &ArchLayout,
     hp: &HotplugState,
     id: String,
     fd: OwnedFd,
@@ -201,7 +203,7 @@ pub(super) fn plan_with(
         Some(m) => parse_mac(&m)?,
         None => random_mac(),
     };
-    let slot = needs_slot(policy, what)?;
+    let slot = needs_slot(arch, what)?;
     let steps = steps(&id, &mac, backend, !slot);
     info.insert("mac".into(), mac.into());
     Ok(Plan {
@@ -211,6 +213,7 @@ pub(super) fn plan_with(
             driver: nic_driver(!slot).into(),
             slot: None,
             info,
+            placement: None,
             remove: Vec::new(),
         },
         steps,
@@ -222,7 +225,7 @@ pub(super) fn plan_with(
 /// The plan for a NIC on the tap `tap` (opened here).
 pub fn plan_tap(
     cfg: &HypervisorConfig,
-    policy: &ArchPolicy,
+    arch: &ArchLayout,
     hp: &HotplugState,
     id: String,
     tap: &str,
@@ -232,22 +235,22 @@ pub fn plan_tap(
     if let Some(m) = &mac {
         parse_mac(m)?;
     }
-    needs_slot(policy, "a NIC")?;
+    needs_slot(arch, "a NIC")?;
     let fd = open_tap(tap)?;
     let mut info = Map::new();
     info.insert("tap".into(), tap.into());
-    plan_with(policy, hp, id, fd, mac, tap_backend(cfg), info)
+    plan_with(arch, hp, id, fd, mac, tap_backend(cfg), info)
 }
 
 /// The plan for a NIC on a tap fd the caller opened.
 pub fn plan_fd(
     cfg: &HypervisorConfig,
-    policy: &ArchPolicy,
+    arch: &ArchLayout,
     hp: &HotplugState,
     id: String,
     fd: Arc<OwnedFd>,
     mac: Option<String>,
 ) -> Result<Plan> {
     let fd = fd.try_clone().map_err(HypervisorError::io("dup tap fd"))?;
-    plan_with(policy, hp, id, fd, mac, tap_backend(cfg), Map::new())
+    plan_with(arch, hp, id, fd, mac, tap_backend(cfg), Map::new())
 }

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::config::{BlockDriver, HostInfo, HypervisorConfig, VfioPort};
-use crate::qemu::arch::{self, Accel};
+use crate::plan::arch;
 use serde_json::json;
 use std::path::Path;
 
@@ -35,7 +35,7 @@ fn virtio_blk_on_a_bridge_slot_with_aio_and_cache() {
         "block_device_driver = \"virtio-blk\"\nblock_device_aio = \"threads\"\n\
          block_device_cache_set = true\nblock_device_cache_direct = true",
     );
-    let p = arch::policy(&c, Accel::Tcg);
+    let p = arch::layout(&c);
     let hp = HotplugState::default();
     let mut plan = block::plan(&c, &p, &hp, String::new(), Path::new("/img/d.raw"), true).unwrap();
     assert!(plan.needs_slot);
@@ -69,11 +69,12 @@ fn virtio_blk_on_a_bridge_slot_with_aio_and_cache() {
 #[test]
 fn scsi_hd_takes_the_first_free_lun_and_no_slot() {
     let c = cfg("block_device_driver = \"virtio-scsi\"");
-    let p = arch::policy(&c, Accel::Tcg);
+    let p = arch::layout(&c);
     let mut hp = HotplugState::default();
     let mut info = Map::new();
     info.insert("scsi_index".into(), 0.into());
     hp.devices.push(PluggedDevice {
+        placement: None,
         id: "blk0".into(),
         kind: DeviceKind::Block,
         driver: "scsi-hd".into(),
@@ -98,7 +99,7 @@ fn scsi_hd_takes_the_first_free_lun_and_no_slot() {
 #[test]
 fn ccw_and_mmio() {
     let c = cfg("guest_arch = \"s390x\"\nblock_device_driver = \"virtio-blk-ccw\"");
-    let p = arch::policy(&c, Accel::Tcg);
+    let p = arch::layout(&c);
     let plan = block::plan(
         &c,
         &p,
@@ -111,7 +112,7 @@ fn ccw_and_mmio() {
     assert!(!plan.needs_slot);
     assert_eq!(plan.steps[1].call.arguments["driver"], "virtio-blk-ccw");
     let m = cfg("machine_type = \"microvm\"\nblock_device_driver = \"virtio-blk\"");
-    let p = arch::policy(&m, Accel::Tcg);
+    let p = arch::layout(&m);
     let e = block::plan(
         &m,
         &p,
@@ -127,7 +128,7 @@ fn ccw_and_mmio() {
 #[test]
 fn nvdimm_image() {
     let c = cfg("block_device_driver = \"nvdimm\"");
-    let p = arch::policy(&c, Accel::Tcg);
+    let p = arch::layout(&c);
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("i.img");
     std::fs::write(&img, vec![0u8; 5 << 20]).unwrap();
@@ -208,7 +209,7 @@ fn macs() {
 #[test]
 fn vsock_is_refused_before_anything_without_the_host_device() {
     let c = cfg("");
-    let p = arch::policy(&c, Accel::Tcg);
+    let p = arch::layout(&c);
     let e = vsock::check_host(Path::new("/nonexistent/vhost-vsock")).unwrap_err();
     assert!(e.to_string().contains("vhost-vsock is missing"), "{e}");
     let plan = vsock::plan_unchecked(&p, &HotplugState::default(), String::new(), 7).unwrap();
@@ -229,7 +230,7 @@ fn vfio_per_hot_plug_vfio() {
     // Bridge port: a slot.
     let mut c = cfg("");
     c.hot_plug_vfio = VfioPort::BridgePort;
-    let p = arch::policy(&c, Accel::Tcg);
+    let p = arch::layout(&c);
     let mut plan = vfio::plan(&c, &p, &hp, "gpu".into(), "0000:01:00.0").unwrap();
     assert!(plan.needs_slot);
     plan.place(&SlotAddr {
@@ -276,10 +277,13 @@ fn vfio_per_hot_plug_vfio() {
 fn virtio_mem_region_and_backend_policy() {
     let mut c = cfg("enable_virtio_mem = true");
     c.max_memory_mib = 1538;
-    let p = arch::policy(&c, Accel::Tcg);
+    let p = arch::layout(&c);
     // (1538 - 256) rounded down to 4 MiB.
-    assert_eq!(memory::virtio_mem_region_mib(&c, &p), 1280);
-    let steps = memory::virtio_mem_steps(&c, &p, 1280);
+    assert_eq!(
+        memory::virtio_mem_region_mib(&c, &crate::plan::Layout::new(&c, None)),
+        1280
+    );
+    let steps = memory::virtio_mem_steps(&c, None, &p, 1280);
     assert_eq!(
         steps[0].call.arguments,
         json!({"qom-type": "memory-backend-ram", "id": "vmem0-mem", "size": 1280u64 << 20})
@@ -289,14 +293,14 @@ fn virtio_mem_region_and_backend_policy() {
         json!({"driver": "virtio-mem-pci", "id": "vmem0", "memdev": "vmem0-mem", "requested-size": 0})
     );
     let s = cfg("enable_virtio_mem = true\nguest_arch = \"s390x\"");
-    let ps = arch::policy(&s, Accel::Tcg);
+    let ps = arch::layout(&s);
     assert_eq!(
-        memory::virtio_mem_steps(&s, &ps, 8)[1].call.arguments["driver"],
+        memory::virtio_mem_steps(&s, None, &ps, 8)[1].call.arguments["driver"],
         "virtio-mem-ccw"
     );
     // Hugepages: a file backend on /dev/hugepages, preallocated when asked.
     let h = cfg("enable_hugepages = true");
-    let (t, props) = memory::backend(&h, 128, true);
+    let (t, props) = memory::backend(&h, None, 128, true);
     assert_eq!(t, "memory-backend-file");
     assert_eq!(props["mem-path"], "/dev/hugepages");
     assert_eq!(props["prealloc"], true);

@@ -4,10 +4,11 @@
 //! Untested on hardware: there is no assignable device on the machines this
 //! was built on. The QMP sequence is unit-tested.
 
-use super::{DeviceKind, HotplugState, Plan, PluggedDevice, Step, validate_device_id};
+use super::{HotplugState, Plan, PluggedDevice, Step, validate_device_id};
 use crate::config::{HypervisorConfig, VfioPort};
-use crate::hypervisor::{HypervisorError, Result};
-use crate::qemu::arch::ArchPolicy;
+use crate::error::{HypervisorError, Result};
+use crate::plan::arch::ArchLayout;
+use crate::types::DeviceKind;
 use qemu_config::Transport;
 use serde_json::{Map, Value};
 
@@ -26,17 +27,38 @@ pub fn host_prop(host: &str) -> Result<(&'static str, String)> {
         }
     };
     if !ok {
-        return Err(HypervisorError::Host(format!(
-            "Invalid VFIO host device {host:?}: expected a PCI address like 0000:01:00.0 or a /sys/bus/pci/devices path"
-        )));
+        return Err(HypervisorError::invalid(
+            "VFIO host device",
+            host,
+            "expected a PCI address like 0000:01:00.0 or a /sys/bus/pci/devices path",
+        ));
     }
     Ok(("host", host.to_string()))
+}
+
+/// The first PCIe root port (`rp<N>`) no device sits on, for `what`.
+pub fn free_root_port(cfg: &HypervisorConfig, hp: &HotplugState, what: &str) -> Result<String> {
+    let used: Vec<&str> = hp
+        .devices
+        .iter()
+        .filter_map(|d| d.info.get("root_port").and_then(Value::as_str))
+        .collect();
+    (0..cfg.pcie_root_ports)
+        .map(|i| format!("rp{i}"))
+        .find(|p| !used.contains(&p.as_str()))
+        .ok_or_else(|| HypervisorError::OutOfRange {
+            what: format!("plug VFIO device {what}"),
+            reason: format!(
+                "all {} PCIe root ports are taken; raise hypervisor.qemu.pcie_root_port",
+                cfg.pcie_root_ports
+            ),
+        })
 }
 
 /// The plan for VFIO device `id` from `host`.
 pub fn plan(
     cfg: &HypervisorConfig,
-    policy: &ArchPolicy,
+    arch: &ArchLayout,
     hp: &HotplugState,
     id: String,
     host: &str,
@@ -48,11 +70,11 @@ pub fn plan(
     };
     validate_device_id(&id)?;
     let (key, value) = host_prop(host)?;
-    if policy.transport != Transport::Pci {
-        return Err(HypervisorError::Host(format!(
-            "Cannot hotplug VFIO device {host}: machine {} has no PCI",
-            policy.machine.machine_type
-        )));
+    if arch.transport != Transport::Pci {
+        return Err(HypervisorError::unsupported(
+            format!("plug VFIO device {host}"),
+            format!("machine {} has no PCI", arch.machine_type),
+        ));
     }
     let mut props = Map::new();
     props.insert(key.into(), value.into());
@@ -60,26 +82,11 @@ pub fn plan(
     match cfg.hot_plug_vfio {
         VfioPort::BridgePort => needs_slot = true,
         VfioPort::RootPort | VfioPort::SwitchPort => {
-            // The first root port no hotplugged device sits on.
-            let used: Vec<&str> = hp
-                .devices
-                .iter()
-                .filter_map(|d| d.info.get("root_port").and_then(Value::as_str))
-                .collect();
-            let port = (0..cfg.pcie_root_ports)
-                .map(|i| format!("rp{i}"))
-                .find(|p| !used.contains(&p.as_str()))
-                .ok_or_else(|| {
-                    HypervisorError::Host(format!(
-                        "No free PCIe root port for VFIO device {host}: all {} are taken; raise hypervisor.qemu.pcie_root_port",
-                        cfg.pcie_root_ports
-                    ))
-                })?;
-            props.insert("bus".into(), port.into());
+            props.insert("bus".into(), free_root_port(cfg, hp, host)?.into());
         }
         VfioPort::NoPort => {
-            if let Some(root) = policy.root_bus {
-                props.insert("bus".into(), root.into());
+            if let Some(root) = &arch.root_bus {
+                props.insert("bus".into(), root.clone().into());
             }
         }
     }
@@ -97,6 +104,7 @@ pub fn plan(
             driver: "vfio-pci".into(),
             slot: None,
             info,
+            placement: None,
             remove: Vec::new(),
         },
         steps: vec![Step::device("vfio-pci", &id, props)],

@@ -3,9 +3,10 @@
 //! anything is touched.
 
 use super::block::needs_slot;
-use super::{DeviceKind, HotplugState, Plan, PluggedDevice, Step, validate_device_id};
-use crate::hypervisor::{HypervisorError, Result};
-use crate::qemu::arch::ArchPolicy;
+use super::{HotplugState, Plan, PluggedDevice, Step, validate_device_id};
+use crate::error::{HypervisorError, Result};
+use crate::plan::arch::ArchLayout;
+use crate::types::DeviceKind;
 use serde_json::Map;
 use std::path::Path;
 
@@ -17,17 +18,29 @@ pub const MIN_GUEST_CID: u32 = 3;
 /// Check the host has vhost-vsock.
 pub fn check_host(dev: &Path) -> Result<()> {
     if !dev.exists() {
-        return Err(HypervisorError::Host(format!(
-            "Cannot hotplug vsock: {} is missing (load the vhost_vsock module)",
-            dev.display()
-        )));
+        return Err(HypervisorError::unsupported(
+            "plug a vhost-vsock device",
+            format!("{} is missing (load the vhost_vsock module)", dev.display()),
+        ));
     }
     Ok(())
 }
 
 /// The steps for a vsock device, without the host check.
+/// Check a guest CID: at least 3, below `u32::MAX`.
+pub fn check_cid(guest_cid: u32) -> Result<()> {
+    if guest_cid < MIN_GUEST_CID || guest_cid == u32::MAX {
+        return Err(HypervisorError::invalid(
+            "guest CID",
+            guest_cid.to_string(),
+            format!("must be at least {MIN_GUEST_CID} and below {}", u32::MAX),
+        ));
+    }
+    Ok(())
+}
+
 pub fn plan_unchecked(
-    policy: &ArchPolicy,
+    arch: &ArchLayout,
     hp: &HotplugState,
     id: String,
     guest_cid: u32,
@@ -38,13 +51,8 @@ pub fn plan_unchecked(
         id
     };
     validate_device_id(&id)?;
-    if guest_cid < MIN_GUEST_CID || guest_cid == u32::MAX {
-        return Err(HypervisorError::Host(format!(
-            "Invalid guest CID {guest_cid}: must be at least {MIN_GUEST_CID} and below {}",
-            u32::MAX
-        )));
-    }
-    let slot = needs_slot(policy, "vsock")?;
+    check_cid(guest_cid)?;
+    let slot = needs_slot(arch, "vsock")?;
     let driver = if slot {
         "vhost-vsock-pci"
     } else {
@@ -61,6 +69,7 @@ pub fn plan_unchecked(
             driver: driver.into(),
             slot: None,
             info,
+            placement: None,
             remove: Vec::new(),
         },
         steps: vec![Step::device(driver, &id, props)],
@@ -70,7 +79,7 @@ pub fn plan_unchecked(
 }
 
 /// The plan for a vsock device, after checking the host.
-pub fn plan(policy: &ArchPolicy, hp: &HotplugState, id: String, guest_cid: u32) -> Result<Plan> {
+pub fn plan(arch: &ArchLayout, hp: &HotplugState, id: String, guest_cid: u32) -> Result<Plan> {
     check_host(Path::new(VHOST_VSOCK))?;
-    plan_unchecked(policy, hp, id, guest_cid)
+    plan_unchecked(arch, hp, id, guest_cid)
 }

@@ -1,4 +1,7 @@
-//! Sandbox state on disk: one folder per sandbox under the state root.
+//! The state store: one folder per sandbox under the state root, its lock,
+//! and its `state.json`, saved atomically and read once. What a backend
+//! records in `state.json` is the backend's own type (for QEMU,
+//! `qemu::record::QemuRecord`); the store only checks its `version`.
 //!
 //! ```text
 //! <root>/<id>/            mode 0700
@@ -10,9 +13,9 @@
 //! non-blocking `flock` on the sandbox folder: one wins, the other gets
 //! [`StateError::Busy`].
 
-use crate::config::HypervisorConfig;
 use nix::fcntl::{Flock, FlockArg};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -22,8 +25,9 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_STATE_ROOT: &str = "/run/sandvm";
 /// Environment variable that overrides the state root.
 pub const STATE_ROOT_ENV: &str = "SANDVM_STATE_DIR";
-/// Version of the `state.json` layout this build writes and reads.
-pub const STATE_VERSION: u32 = 1;
+/// Version of the `state.json` layout this build writes and reads (2: the
+/// QEMU backend's record, with the plan's layout and the agent channel).
+pub const STATE_VERSION: u32 = 2;
 /// Longest Unix socket path (sun_path is 108 bytes with the NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
 /// Longest sandbox id.
@@ -47,6 +51,16 @@ pub mod files {
     pub const EVENTS: &str = "events.sock";
     /// The supervisor's log.
     pub const SUPERVISOR_LOG: &str = "supervisor.log";
+    /// The agent channel: a virtio-serial port's socket (QEMU serves it).
+    pub const AGENT: &str = "agent.sock";
+    /// Hybrid vsock: vhost-device-vsock's socket for the host side (`CONNECT <port>`).
+    pub const VSOCK: &str = "vsock.sock";
+    /// Hybrid vsock: vhost-device-vsock's vhost-user socket (QEMU connects).
+    pub const VHOST_VSOCK: &str = "vhost-vsock.sock";
+    /// vhost-device-vsock's log.
+    pub const VSOCK_LOG: &str = "vhost-device-vsock.log";
+    /// How the VM ended, written by its supervisor.
+    pub const EXIT: &str = "exit.json";
 }
 
 /// Errors of the state store.
@@ -189,8 +203,9 @@ impl StateRoot {
 
     /// Bytes left for a sandbox id before the longest socket path overflows.
     pub fn socket_headroom(&self) -> isize {
-        // "<root>/<id>/console.sock"
-        MAX_SOCKET_PATH as isize - (self.root.as_os_str().len() + 2 + files::CONSOLE.len()) as isize
+        // "<root>/<id>/vhost-vsock.sock", the longest socket name
+        MAX_SOCKET_PATH as isize
+            - (self.root.as_os_str().len() + 2 + files::VHOST_VSOCK.len()) as isize
     }
 
     /// Ids of every sandbox folder that has a state file.
@@ -215,7 +230,13 @@ impl StateRoot {
     pub fn create(&self, id: &str) -> Result<SandboxDir, StateError> {
         validate_id(id)?;
         let dir = self.sandbox_dir(id);
-        for name in [files::QMP, files::CONSOLE] {
+        for name in [
+            files::QMP,
+            files::CONSOLE,
+            files::EVENTS,
+            files::AGENT,
+            files::VHOST_VSOCK,
+        ] {
             check_socket_path(&dir.join(name))?;
         }
         std::fs::DirBuilder::new()
@@ -308,7 +329,7 @@ impl SandboxDir {
     /// a tmpfs (`/run`). Against a crash of this process, which is what
     /// matters, the rename alone is atomic. On a disk-backed root two fsyncs
     /// cost 5-12 ms per save, on the start path between spawn and QMP.
-    pub fn save(&self, state: &SandboxState) -> Result<(), StateError> {
+    pub fn save<T: Serialize>(&self, state: &T) -> Result<(), StateError> {
         let path = self.file(files::STATE);
         let tmp = self.file(".state.json.tmp");
         let json = serde_json::to_vec_pretty(state).map_err(|e| StateError::Io {
@@ -339,39 +360,30 @@ impl SandboxDir {
     }
 
     /// Read `state.json`.
-    pub fn load(&self) -> Result<SandboxState, StateError> {
-        let path = self.file(files::STATE);
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
-        let corrupt = |reason: String| StateError::Corrupt {
-            path: path.display().to_string(),
-            reason,
-        };
-        let v: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        match v.get("version").and_then(|v| v.as_u64()) {
-            Some(n) if n == STATE_VERSION as u64 => {}
-            Some(n) => {
-                return Err(corrupt(format!(
-                    "unknown version {n}; this sandvm reads version {STATE_VERSION}"
-                )));
-            }
-            None => return Err(corrupt("no version field".into())),
-        }
-        serde_json::from_value(v).map_err(|e| corrupt(e.to_string()))
+    pub fn load<T: DeserializeOwned>(&self) -> Result<T, StateError> {
+        read_state(&self.file(files::STATE))
     }
 
-    /// Read only the pid from a state file, even a corrupt one, or from the pidfile.
-    pub fn salvage_pid(&self) -> Option<i32> {
-        let from_state = std::fs::read(self.file(files::STATE))
+    /// Every pid a state file names (any field called `pid`, at any depth),
+    /// even in a corrupt or foreign-version file, and the pidfile's: what
+    /// `stop --force` checks and kills when the state cannot be loaded.
+    pub fn salvage_pids(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        if let Some(v) = std::fs::read(self.file(files::STATE))
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v.get("pid").and_then(|p| p.as_i64()))
-            .map(|p| p as i32);
-        from_state.or_else(|| {
-            std::fs::read_to_string(self.file(files::PIDFILE))
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-        })
+        {
+            collect_pids(&v, &mut pids);
+        }
+        if let Some(p) = std::fs::read_to_string(self.file(files::PIDFILE))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            pids.push(p);
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        pids
     }
 
     /// Remove the folder and everything in it. Consumes the lock.
@@ -384,76 +396,40 @@ impl SandboxDir {
     }
 }
 
-/// Lifecycle state of a sandbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VmState {
-    /// Created, not started.
-    Created,
-    /// QEMU runs the guest.
-    Running,
-    /// The guest is paused.
-    Paused,
-    /// QEMU is gone.
-    Stopped,
-}
-
-impl std::fmt::Display for VmState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            VmState::Created => "created",
-            VmState::Running => "running",
-            VmState::Paused => "paused",
-            VmState::Stopped => "stopped",
-        })
+/// Read a `state.json` (of this layout version) without any lock.
+pub fn read_state<T: DeserializeOwned>(path: &Path) -> Result<T, StateError> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    let corrupt = |reason: String| StateError::Corrupt {
+        path: path.display().to_string(),
+        reason,
+    };
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    match v.get("version").and_then(|v| v.as_u64()) {
+        Some(n) if n == STATE_VERSION as u64 => {}
+        Some(n) => {
+            return Err(corrupt(format!(
+                "unknown version {n}; this sandvm reads version {STATE_VERSION}"
+            )));
+        }
+        None => return Err(corrupt("no version field".into())),
     }
+    serde_json::from_value(v).map_err(|e| corrupt(e.to_string()))
 }
 
-/// What `state.json` holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SandboxState {
-    /// Layout version ([`STATE_VERSION`]).
-    pub version: u32,
-    /// Sandbox id.
-    pub id: String,
-    /// VM UUID.
-    pub uuid: String,
-    /// Lifecycle state.
-    pub state: VmState,
-    /// QEMU pid once started.
-    pub pid: Option<i32>,
-    /// QEMU's start time in clock ticks since boot (from /proc), to tell a
-    /// reused pid from ours.
-    pub pid_start_ticks: Option<u64>,
-    /// The supervisor's pid, when one runs (see [`crate::supervise`]).
-    #[serde(default)]
-    pub supervisor_pid: Option<i32>,
-    /// Port forwards with the host ports QEMU actually bound.
-    #[serde(default)]
-    pub ports: Vec<crate::config::extras::PortForward>,
-    /// The accelerator actually used.
-    pub accelerator: Option<String>,
-    /// The argv QEMU was started with.
-    pub argv: Vec<String>,
-    /// The checked config the sandbox was created from.
-    pub config: HypervisorConfig,
-    /// Unix time of creation, seconds.
-    pub created_unix: u64,
-    /// Hotplug slots on the PCI bridges (empty in files from older builds).
-    #[serde(default)]
-    pub pci: crate::qemu::pci::SlotAllocator,
-    /// The shared filesystem and its daemon (virtiofsd or nydusd), if any.
-    #[serde(default)]
-    pub fs: Option<crate::qemu::daemons::FsState>,
-    /// The TPM emulator (swtpm), if the sandbox has a TPM.
-    #[serde(default)]
-    pub tpm: Option<crate::qemu::daemons::swtpm::TpmState>,
-    /// The sandbox's part in VM templating, if any.
-    #[serde(default)]
-    pub template: Option<crate::qemu::template::TemplateRole>,
-    /// What was hotplugged (devices, vCPUs, virtio-mem), so any process can undo it.
-    #[serde(default)]
-    pub hotplug: crate::qemu::hotplug::HotplugState,
+fn collect_pids(v: &serde_json::Value, out: &mut Vec<i32>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v.as_i64()) {
+                    ("pid", Some(p)) if p > 1 && p <= i64::from(i32::MAX) => out.push(p as i32),
+                    _ => collect_pids(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| collect_pids(v, out)),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -517,10 +493,17 @@ mod tests {
         let root = StateRoot::new(tmp.path());
         let d = root.create("c").unwrap();
         std::fs::write(d.file(files::STATE), b"{not json").unwrap();
-        assert!(matches!(d.load(), Err(StateError::Corrupt { .. })));
-        std::fs::write(d.file(files::STATE), br#"{"version": 99, "pid": 4242}"#).unwrap();
-        let e = d.load().unwrap_err();
+        assert!(matches!(
+            d.load::<serde_json::Value>(),
+            Err(StateError::Corrupt { .. })
+        ));
+        std::fs::write(
+            d.file(files::STATE),
+            br#"{"version": 99, "pid": 4242, "fs": {"pid": 4343}, "tpm": {"pid": null}}"#,
+        )
+        .unwrap();
+        let e = d.load::<serde_json::Value>().unwrap_err();
         assert!(e.to_string().contains("unknown version 99"), "{e}");
-        assert_eq!(d.salvage_pid(), Some(4242));
+        assert_eq!(d.salvage_pids(), vec![4242, 4343]);
     }
 }

@@ -1,6 +1,8 @@
 //! VM templating (Kata's `[factory] enable_template`): boot one template VM,
 //! save its device state, then start clones from it that share its memory
-//! copy-on-write.
+//! copy-on-write. This is orchestration above the backend: it creates,
+//! starts and saves a sandbox through the [`Hypervisor`] trait and the
+//! [`Qemu`] handle; the plan renders the roles ([`crate::plan::template`]).
 //!
 //! ```text
 //! template create: template VM, memory-backend-file <template_path>/memory share=on
@@ -15,38 +17,23 @@
 //! written to the state file at all; each clone maps the same file privately,
 //! so pages it never writes stay shared between all clones.
 
-use super::build::MEM_BACKEND_ID;
-use super::{Qemu, StopMode};
 use crate::config::{ConfigError, HypervisorConfig, SharedFs};
-use crate::hypervisor::{CreateOptions, Hypervisor, HypervisorError, Result};
-use crate::state::{SandboxState, StateRoot};
-use qemu_config::{Config, Incoming, Object};
+use crate::error::{HypervisorError, Result};
+use crate::hypervisor::Hypervisor;
+pub use crate::plan::template::{MEMORY_FILE, STATE_FILE};
+use crate::qemu::{Qemu, StopMode};
+use crate::state::StateRoot;
+use crate::types::{CreateOptions, TemplateRole};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tracing::{info, warn};
 
-/// The device state file in `template_path`.
-pub const STATE_FILE: &str = "state";
-/// The guest memory file in `template_path`.
-pub const MEMORY_FILE: &str = "memory";
 /// What the template was built from, in `template_path`.
 pub const META_FILE: &str = "template.json";
 /// Layout version of `template.json`.
 pub const META_VERSION: u32 = 1;
-/// Migration capability that leaves shared RAM out of the stream.
-pub const IGNORE_SHARED: &str = "x-ignore-shared";
-
-/// A sandbox's part in templating, as `state.json` keeps it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TemplateRole {
-    /// The template VM: memory shared in the template file.
-    Template,
-    /// A clone: the template's memory mapped privately, device state migrated in.
-    Clone,
-}
 
 /// `template.json`: what the template was built from; a clone must match.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,7 +69,7 @@ impl TemplateMeta {
             kernel: cfg.kernel.clone(),
             initrd: cfg.initrd.clone(),
             qemu_path: cfg.qemu_path.clone(),
-            created_unix: super::unix_now(),
+            created_unix: crate::qemu::record::unix_now(),
         }
     }
 }
@@ -295,107 +282,14 @@ pub fn check_clone(cfg: &HypervisorConfig) -> Result<Option<TemplateRole>> {
     Ok(Some(TemplateRole::Clone))
 }
 
-/// Turn a sandbox's QEMU invocation into a template's or a clone's: guest
-/// RAM from the template file (shared for the template, private for a
-/// clone), and `-incoming defer` for a clone.
-pub fn apply(qc: &mut Config, st: &SandboxState) {
-    let Some(role) = st.template else {
-        return;
-    };
-    let cfg = &st.config;
-    qc.objects.retain(|o| o.id() != MEM_BACKEND_ID);
-    qc.objects.insert(
-        0,
-        Object::MemoryBackendFile {
-            id: MEM_BACKEND_ID.into(),
-            size_mib: cfg.memory_mib,
-            mem_path: cfg
-                .factory
-                .template_path
-                .join(MEMORY_FILE)
-                .display()
-                .to_string(),
-            share: Some(role == TemplateRole::Template),
-            prealloc: false,
-            readonly: None,
-            discard_data: None,
-            align: None,
-        },
-    );
-    if qc.machine.get("memory-backend").is_none() {
-        qc.machine = qc.machine.clone().memory_backend(MEM_BACKEND_ID);
-    }
-    if role == TemplateRole::Clone {
-        qc.incoming = Some(Incoming::Defer);
-    }
-}
-
-fn is_migration_end(e: &qmp::Event) -> bool {
-    e.name == "MIGRATION"
-        && matches!(
-            e.data_str("status"),
-            Some("completed" | "failed" | "cancelled")
-        )
-}
-
-/// Run a migration command and wait for its `MIGRATION` event (the `events`
-/// capability is on), subscribed before the command is sent.
-async fn migrate(
-    client: &qmp::Client,
-    cmd: &'static str,
-    uri: &str,
-    timeout: Duration,
-) -> Result<()> {
-    client
-        .migrate_set_capabilities(&[(IGNORE_SHARED, true), ("events", true)])
-        .await
-        .map_err(HypervisorError::qmp("migrate-set-capabilities"))?;
-    let (_, ev) = client
-        .execute_until(
-            cmd,
-            Some(serde_json::json!({ "uri": uri })),
-            is_migration_end,
-            timeout,
-        )
-        .await
-        .map_err(HypervisorError::qmp(cmd))?;
-    match ev.data_str("status") {
-        Some("completed") => Ok(()),
-        other => {
-            let desc = client
-                .query_migrate()
-                .await
-                .ok()
-                .and_then(|i| i.error_desc)
-                .unwrap_or_default();
-            Err(HypervisorError::Host(format!(
-                "{cmd} {uri}: migration {} {desc}",
-                other.unwrap_or("ended")
-            )))
-        }
-    }
-}
-
-/// For a clone, right after QMP is up: load the template's device state and resume.
-pub(super) async fn restore(
-    client: &qmp::Client,
-    st: &SandboxState,
-    timeout: Duration,
-) -> Result<()> {
-    if st.template != Some(TemplateRole::Clone) {
-        return Ok(());
-    }
-    let state = st.config.factory.template_path.join(STATE_FILE);
-    migrate(
-        client,
-        "migrate-incoming",
-        &format!("exec:cat '{}'", state.display()),
-        timeout,
-    )
-    .await?;
-    client.cont().await.map_err(HypervisorError::qmp("cont"))?;
-    info!(id = %st.id, template = %state.display(), "clone restored from the template");
-    Ok(())
+/// The options that create a sandbox of `cfg`: a clone of the template
+/// when the config enables templating (checked against the template), a
+/// cold boot otherwise.
+pub fn create_options(cfg: &HypervisorConfig) -> Result<CreateOptions> {
+    Ok(CreateOptions {
+        template: check_clone(cfg)?,
+        ..Default::default()
+    })
 }
 
 /// Wait until the guest printed `line` on its console (in the log already, or on the socket).
@@ -419,10 +313,13 @@ pub async fn wait_console_line(
                 .await
                 .map_err(HypervisorError::io(sock.display()))?;
             if n == 0 {
-                return Err(HypervisorError::Host(format!(
-                    "console {} closed before the guest printed {line}",
-                    sock.display()
-                )));
+                return Err(HypervisorError::Io {
+                    what: format!(
+                        "console {} closed before the guest printed {line}",
+                        sock.display()
+                    ),
+                    source: std::io::ErrorKind::UnexpectedEof.into(),
+                });
             }
             seen.push_str(&String::from_utf8_lossy(&chunk[..n]));
         }
@@ -489,26 +386,19 @@ pub async fn create(
         "template-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
-    let mut q = Qemu::new(root, tcfg);
-    q.create_vm(&id, CreateOptions::default()).await?;
-    if let Some(st) = q.state.as_mut() {
-        st.template = Some(TemplateRole::Template);
-    }
+    let q = Qemu::new(root, tcfg);
+    let opts = CreateOptions {
+        template: Some(TemplateRole::Template),
+        ..Default::default()
+    };
+    q.create_vm(&id, opts).await?;
     let built = async {
-        q.save()?;
         q.start_vm(timeout).await?;
-        let console = q.get_vm_console().await?;
+        let console = q.get_vm_console()?;
         wait_console_line(&console.socket, &console.log, ready_line, timeout).await?;
-        let client = q.qmp().await?.clone();
-        client.stop().await.map_err(HypervisorError::qmp("stop"))?;
-        let uri = format!("exec:cat>'{}'", tp.join(STATE_FILE).display());
-        migrate(&client, "migrate", &uri, timeout).await
+        q.save_device_state(&tp.join(STATE_FILE), timeout).await
     }
     .await;
-    let built = match built {
-        Err(e) => Err(q.explain_exit("the save of the template", e).await),
-        ok => ok,
-    };
     // The template VM has done its job either way (its memory stays in the file).
     if let Err(e) = q.stop_with(StopMode::Force).await {
         warn!(id, error = %e, "stopping the template VM");
@@ -520,7 +410,7 @@ pub async fn create(
     let meta = TemplateMeta::of(cfg);
     let json = serde_json::to_vec_pretty(&meta).map_err(|e| HypervisorError::Io {
         what: tp.join(META_FILE).display().to_string(),
-        reason: e.to_string(),
+        source: e.into(),
     })?;
     let tmp = tp.join(".template.json.tmp");
     std::fs::write(&tmp, json)

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::config::{HostInfo, HypervisorConfig, parse_str};
-use crate::qemu::build::{self, BuildInput};
+
 use qemu_config::{Device, Object};
 use std::path::Path;
 
@@ -24,14 +24,7 @@ fn cfg(arch: &str, extra: &str) -> HypervisorConfig {
 }
 
 fn built(c: &HypervisorConfig, accel: Accel, image_size: Option<u64>) -> qemu_config::Config {
-    build::build(&BuildInput {
-        cfg: c,
-        id: "t",
-        uuid: "00000000-0000-0000-0000-000000000000",
-        dir: Path::new("/run/sandvm/t"),
-        accel,
-        image_size,
-    })
+    crate::plan::planned_for_test(c, accel, image_size)
 }
 
 fn drivers(c: &qemu_config::Config) -> Vec<String> {
@@ -49,6 +42,7 @@ fn append(c: &qemu_config::Config) -> String {
 fn x86_64_q35_row() {
     let c = cfg("x86_64", "image = \"/img\"");
     let p = policy(&c, Accel::Kvm);
+    let l = layout(&c);
     assert_eq!(p.machine.machine_type, "q35");
     assert_eq!(p.machine.accel.as_deref(), Some("kvm"));
     assert_eq!(p.machine.get("kernel_irqchip"), None);
@@ -57,10 +51,10 @@ fn x86_64_q35_row() {
     let mut want = strs(x86_64::KERNEL_PARAMS);
     want.push(x86_64::NO_SWIOTLB.to_string());
     assert_eq!(p.kernel_params, want);
-    assert_eq!(p.transport, Transport::Pci);
-    assert_eq!(p.root_bus, Some("pcie.0"));
-    assert!(p.bridges && p.rng);
-    assert_eq!(p.maxmem_align_mib, 1);
+    assert_eq!(l.transport, Transport::Pci);
+    assert_eq!(l.root_bus.as_deref(), Some("pcie.0"));
+    assert!(l.bridges && l.rng);
+    assert_eq!(l.maxmem_align_mib, 1);
     let q = built(&c, Accel::Kvm, Some(100 << 20));
     assert_eq!(q.machine.get("nvdimm"), Some("on"));
     let a = append(&q);
@@ -111,15 +105,16 @@ fn x86_64_microvm_row() {
         assert_eq!(kvm.machine.get(k), Some("off"), "{k}");
     }
     let p = policy(&c, Accel::Tcg);
+    let l = layout(&c);
     assert_eq!(p.machine.machine_type, "microvm");
     for k in ["x-option-roms", "rtc", "isa-serial"] {
         assert_eq!(p.machine.get(k), Some("off"), "{k}");
     }
     // Under TCG the guest needs the PIT (and its PIC) to calibrate timers.
     assert_eq!((p.machine.get("pit"), p.machine.get("pic")), (None, None));
-    assert_eq!(p.transport, Transport::Mmio);
-    assert_eq!(p.root_bus, None);
-    assert!(!p.bridges && p.rng);
+    assert_eq!(l.transport, Transport::Mmio);
+    assert_eq!(l.root_bus.as_deref(), None);
+    assert!(!l.bridges && l.rng);
     assert!(!p.kernel_params.contains(&"pci=lastbus=0".to_string()));
     assert!(
         p.kernel_params
@@ -129,7 +124,7 @@ fn x86_64_microvm_row() {
         !kvm.kernel_params
             .contains(&x86_64::TCG_MICROVM_TSC.to_string())
     );
-    assert_eq!(p.default_bios, Some(x86_64::QBOOT));
+    assert_eq!(l.default_bios.as_deref(), Some(x86_64::QBOOT));
     let q = built(&c, Accel::Tcg, Some(100 << 20));
     assert_eq!(q.machine.get("nvdimm"), None, "no nvdimm on microvm");
     assert!(append(&q).contains("root=/dev/vda1 ro"));
@@ -141,17 +136,18 @@ fn x86_64_microvm_row() {
 fn aarch64_row() {
     let c = cfg("aarch64", "image = \"/img\"\npcie_root_port = 2");
     let p = policy(&c, Accel::Kvm);
+    let l = layout(&c);
     assert_eq!(p.machine.machine_type, "virt");
     assert_eq!(p.machine.get("gic-version"), Some("host"));
     assert_eq!(policy(&c, Accel::Tcg).machine.get("gic-version"), Some("3"));
     assert_eq!(p.cpu_model.as_deref(), Some("host"));
     assert_eq!(policy(&c, Accel::Tcg).cpu_model.as_deref(), Some("max"));
     assert_eq!(p.kernel_params, strs(&["iommu.passthrough=0"]));
-    assert_eq!(p.transport, Transport::Pci);
-    assert_eq!(p.root_bus, Some("pcie.0"));
-    assert!(p.bridges && p.rng);
-    assert!(p.nvdimm_root_params.is_none(), "no DAX on arm64");
-    assert_eq!(p.maxmem_align_mib, 1);
+    assert_eq!(l.transport, Transport::Pci);
+    assert_eq!(l.root_bus.as_deref(), Some("pcie.0"));
+    assert!(l.bridges && l.rng);
+    assert!(l.nvdimm_root_params.is_none(), "no DAX on arm64");
+    assert_eq!(l.maxmem_align_mib, 1);
     let q = built(&c, Accel::Kvm, Some(100 << 20));
     assert_eq!(q.machine.get("nvdimm"), None);
     assert!(append(&q).contains("root=/dev/vda1 ro"));
@@ -193,6 +189,7 @@ fn aarch64_pflash_count_is_checked_by_key() {
 fn ppc64le_row() {
     let c = cfg("ppc64le", "image = \"/img\"");
     let p = policy(&c, Accel::Kvm);
+    let l = layout(&c);
     assert_eq!(p.machine.machine_type, "pseries");
     for (k, v) in ppc64le::CAPS {
         assert_eq!(p.machine.get(&format!("cap-{k}")), Some(*v), "cap-{k}");
@@ -204,10 +201,10 @@ fn ppc64le_row() {
         "TCG: QEMU's default POWER model"
     );
     assert_eq!(p.kernel_params, strs(ppc64le::KERNEL_PARAMS));
-    assert_eq!(p.transport, Transport::Pci);
-    assert_eq!(p.root_bus, Some("pci.0"));
-    assert!(p.bridges && p.rng);
-    assert_eq!(p.maxmem_align_mib, 256);
+    assert_eq!(l.transport, Transport::Pci);
+    assert_eq!(l.root_bus.as_deref(), Some("pci.0"));
+    assert!(l.bridges && l.rng);
+    assert_eq!(l.maxmem_align_mib, 256);
     let q = built(&c, Accel::Kvm, Some(100 << 20));
     assert_eq!(q.machine.get("nvdimm"), Some("on"));
     let a = append(&q);
@@ -233,14 +230,15 @@ fn s390x_row() {
         "image = \"/img\"\nreclaim_guest_freed_memory = true",
     );
     let p = policy(&c, Accel::Kvm);
+    let l = layout(&c);
     assert_eq!(p.machine.machine_type, "s390-ccw-virtio");
     assert_eq!(p.cpu_model.as_deref(), Some("host"));
     assert!(p.kernel_params.is_empty());
-    assert_eq!(p.transport, Transport::Ccw);
-    assert_eq!(p.root_bus, None);
-    assert!(!p.bridges && !p.rng);
-    assert!(p.nvdimm_root_params.is_none());
-    assert_eq!(p.maxmem_align_mib, 1);
+    assert_eq!(l.transport, Transport::Ccw);
+    assert_eq!(l.root_bus.as_deref(), None);
+    assert!(!l.bridges && !l.rng);
+    assert!(l.nvdimm_root_params.is_none());
+    assert_eq!(l.maxmem_align_mib, 1);
     let q = built(&c, Accel::Kvm, Some(100 << 20));
     assert_eq!(q.machine.get("nvdimm"), None, "never nvdimm");
     assert!(append(&q).contains("root=/dev/vda1 ro"));
@@ -256,12 +254,14 @@ fn s390x_row() {
         .iter()
         .filter_map(|d| match d {
             Device::VirtioSerial(s) => s.devno.clone(),
+            Device::VirtioBlk(b) => b.devno.clone(),
             Device::VirtioScsi(s) => s.devno.clone(),
             Device::VirtioBalloon(b) => b.devno.clone(),
             _ => None,
         })
         .collect();
-    assert_eq!(devnos, ["fe.0.0000", "fe.0.0001", "fe.0.0002"]);
+    // The console's virtio-serial, the root disk, the SCSI controller, the balloon.
+    assert_eq!(devnos, ["fe.0.0000", "fe.0.0001", "fe.0.0002", "fe.0.0003"]);
     assert!(
         d.iter()
             .filter(|x| x.starts_with("virtio-"))

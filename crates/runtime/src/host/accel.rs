@@ -9,9 +9,8 @@
 //! The verdict is cached per boot (keyed by `/proc/sys/kernel/random/boot_id`
 //! and the QEMU binary) in `<state root>/accel-probe.json`.
 
-use crate::config::{Accelerator, GuestArch};
-use crate::process;
-use crate::qemu::arch::Accel;
+use crate::config::{Accel, Accelerator, GuestArch};
+use crate::host::process;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::process::Stdio;
@@ -22,6 +21,42 @@ pub const PROBE_DEADLINE: Duration = Duration::from_secs(3);
 /// Exit status of QEMU when the probe guest wrote 1 to isa-debug-exit.
 const PROBE_OK_STATUS: i32 = 3;
 const CACHE_FILE: &str = "accel-probe.json";
+
+/// Why KVM cannot be used, or the accelerator the config asks for cannot.
+#[derive(Debug, thiserror::Error)]
+pub enum AccelError {
+    /// `accelerator = "kvm"` for a guest of another arch.
+    #[error("hypervisor.qemu.accelerator = \"kvm\" cannot run a {guest} guest on a {host} host")]
+    ForeignArch {
+        /// The guest's arch.
+        guest: GuestArch,
+        /// The host's arch.
+        host: GuestArch,
+    },
+    /// /dev/kvm cannot be opened (`accelerator = "kvm"` needs it).
+    #[error("hypervisor.qemu.accelerator: /dev/kvm: {0}")]
+    NoKvm(#[source] std::io::Error),
+    /// The probe could not run.
+    #[error("cannot run the KVM probe with {qemu}: {source}")]
+    Spawn {
+        /// The QEMU binary.
+        qemu: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The probe guest ended with the wrong status.
+    #[error("probe guest exited with {status}: {stderr}")]
+    ProbeFailed {
+        /// Its exit status.
+        status: String,
+        /// QEMU's stderr.
+        stderr: String,
+    },
+    /// The probe guest did not finish: KVM guests hang on this host.
+    #[error("probe guest did not finish within {0:?} (KVM guests hang on this host)")]
+    ProbeHung(Duration),
+}
 
 /// Why an accelerator was chosen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,26 +83,29 @@ pub fn probe_firmware() -> Vec<u8> {
 }
 
 /// Whether /dev/kvm can be opened read-write.
-pub fn kvm_openable() -> Result<(), String> {
+pub fn kvm_openable() -> Result<(), AccelError> {
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/kvm")
         .map(|_| ())
-        .map_err(|e| format!("/dev/kvm: {e}"))
+        .map_err(AccelError::NoKvm)
 }
 
 /// Run the probe guest under KVM. Ok when it exits with the expected status in time.
-pub async fn probe_kvm(qemu: &Path, scratch: &Path) -> Result<(), String> {
+pub async fn probe_kvm(qemu: &Path, scratch: &Path) -> Result<(), AccelError> {
     kvm_openable()?;
     let fw = scratch.join(format!(".kvm-probe-{}.bin", std::process::id()));
-    std::fs::write(&fw, probe_firmware()).map_err(|e| format!("{}: {e}", fw.display()))?;
+    std::fs::write(&fw, probe_firmware()).map_err(|source| AccelError::Spawn {
+        qemu: format!("{} (writing {})", qemu.display(), fw.display()),
+        source,
+    })?;
     let result = run_probe(qemu, &fw).await;
     let _ = std::fs::remove_file(&fw);
     result
 }
 
-async fn run_probe(qemu: &Path, fw: &Path) -> Result<(), String> {
+async fn run_probe(qemu: &Path, fw: &Path) -> Result<(), AccelError> {
     let mut child = tokio::process::Command::new(qemu)
         .args([
             "-machine",
@@ -93,7 +131,10 @@ async fn run_probe(qemu: &Path, fw: &Path) -> Result<(), String> {
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", qemu.display()))?;
+        .map_err(|source| AccelError::Spawn {
+            qemu: qemu.display().to_string(),
+            source,
+        })?;
     match tokio::time::timeout(PROBE_DEADLINE, child.wait()).await {
         Ok(Ok(st)) if st.code() == Some(PROBE_OK_STATUS) => Ok(()),
         Ok(Ok(st)) => {
@@ -102,17 +143,21 @@ async fn run_probe(qemu: &Path, fw: &Path) -> Result<(), String> {
                 use tokio::io::AsyncReadExt;
                 let _ = e.read_to_string(&mut err).await;
             }
-            Err(format!("probe guest exited with {st}: {}", err.trim()))
+            Err(AccelError::ProbeFailed {
+                status: st.to_string(),
+                stderr: err.trim().to_string(),
+            })
         }
-        Ok(Err(e)) => Err(format!("probe wait failed: {e}")),
+        Ok(Err(source)) => Err(AccelError::Spawn {
+            qemu: qemu.display().to_string(),
+            source,
+        }),
         Err(_) => {
             if let Some(pid) = child.id() {
                 process::signal(pid as i32, nix::sys::signal::Signal::SIGKILL);
             }
             let _ = child.wait().await;
-            Err(format!(
-                "probe guest did not finish within {PROBE_DEADLINE:?} (KVM guests hang on this host)"
-            ))
+            Err(AccelError::ProbeHung(PROBE_DEADLINE))
         }
     }
 }
@@ -130,7 +175,7 @@ pub async fn decide(
     arch: GuestArch,
     qemu: &Path,
     cache_dir: &Path,
-) -> Result<Decision, String> {
+) -> Result<Decision, AccelError> {
     let host_arch = GuestArch::host();
     match policy {
         Accelerator::Tcg => Ok(Decision {
@@ -139,9 +184,10 @@ pub async fn decide(
         }),
         Accelerator::Kvm => {
             if arch != host_arch {
-                return Err(format!(
-                    "accelerator = \"kvm\" cannot run a {arch} guest on a {host_arch} host"
-                ));
+                return Err(AccelError::ForeignArch {
+                    guest: arch,
+                    host: host_arch,
+                });
             }
             kvm_openable()?;
             Ok(Decision {
@@ -176,7 +222,7 @@ pub async fn decide(
                     tracing::warn!(%why, "KVM is not usable; falling back to TCG");
                     Decision {
                         accel: Accel::Tcg,
-                        reason: why,
+                        reason: why.to_string(),
                     }
                 }
             };
@@ -211,7 +257,7 @@ pub async fn probe_uncached(arch: GuestArch, qemu: &Path, scratch: &Path) -> Dec
         },
         Err(reason) => Decision {
             accel: Accel::Tcg,
-            reason,
+            reason: reason.to_string(),
         },
     }
 }

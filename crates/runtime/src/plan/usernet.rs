@@ -90,22 +90,6 @@ pub fn fw_cfg(cfg: &HypervisorConfig) -> Vec<FwCfg> {
         .collect()
 }
 
-/// The host ports QEMU bound for the forwards, from HMP `info usernet`.
-pub async fn bound_ports(
-    client: &qmp::Client,
-) -> crate::hypervisor::Result<Vec<crate::config::extras::PortForward>> {
-    let out = client
-        .execute(
-            "human-monitor-command",
-            Some(serde_json::json!({ "command-line": "info usernet" })),
-        )
-        .await
-        .map_err(crate::hypervisor::HypervisorError::qmp("info usernet"))?;
-    Ok(crate::config::extras::parse_usernet(
-        out.as_str().unwrap_or_default(),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

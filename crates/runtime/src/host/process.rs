@@ -5,8 +5,9 @@
 //! readable when the process exits: an event, not a poll loop.
 
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
@@ -51,9 +52,59 @@ fn pidfd_open(pid: i32) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessExit {
+    /// Exited with this status.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+    /// Not known (not this process's child, or reaped elsewhere).
+    Unknown,
+}
+
+impl std::fmt::Display for ProcessExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProcessExit::Code(c) => write!(f, "exit status {c}"),
+            ProcessExit::Signal(s) => {
+                let name = Signal::try_from(*s).map_or("?", |s| s.as_str());
+                write!(f, "killed by signal {s} ({name})")
+            }
+            ProcessExit::Unknown => f.write_str("status unknown"),
+        }
+    }
+}
+
 /// Reap `pid` if it is our child and has exited; harmless otherwise.
 pub fn reap(pid: i32) {
-    let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+    let _ = reap_status(pid);
+}
+
+/// Reap `pid` if it is our child and has exited, with its status.
+pub fn reap_status(pid: i32) -> ProcessExit {
+    match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::Exited(_, code)) => ProcessExit::Code(code),
+        Ok(WaitStatus::Signaled(_, sig, _)) => ProcessExit::Signal(sig as i32),
+        _ => ProcessExit::Unknown,
+    }
+}
+
+/// Wait (without a deadline) until `pid` exits, on a pidfd; its status when
+/// it was our child and nobody else reaped it.
+pub async fn wait_exit_status(pid: i32) -> ProcessExit {
+    let Some(fd) = pidfd_open(pid) else {
+        return ProcessExit::Unknown;
+    };
+    // SAFETY: `fd` is an OwnedFd moved into the AsyncFd, so it stays open and
+    // is the same file description for the AsyncFd's whole life.
+    #[allow(unsafe_code)]
+    let registered = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
+    if let Ok(afd) = registered {
+        let _ = afd.readable().await;
+    }
+    reap_status(pid)
 }
 
 /// Wait until `pid` exits, at most `timeout`. True when it has exited.

@@ -1,8 +1,9 @@
 //! Memory backends and PCI topology as built from a config.
 
+use super::bridges::*;
+use super::memory::{HUGEPAGES_DIR, MEM_BACKEND_ID, SHM_DIR};
 use super::*;
-use crate::config::{HostInfo, parse_str};
-use crate::qemu::arch::Accel;
+use crate::config::{GuestArch, HostInfo, SharedFs, parse_str};
 
 const HOST: HostInfo = HostInfo {
     cpus: 8,
@@ -20,14 +21,7 @@ fn cfg(extra: &str) -> HypervisorConfig {
 }
 
 fn built(c: &HypervisorConfig) -> Config {
-    build(&BuildInput {
-        cfg: c,
-        id: "t",
-        uuid: "00000000-0000-0000-0000-000000000000",
-        dir: Path::new("/run/sandvm/t"),
-        accel: Accel::Tcg,
-        image_size: None,
-    })
+    planned_for_test(c, Accel::Tcg, None)
 }
 
 fn mem(c: &HypervisorConfig) -> (Option<Object>, Option<String>) {
@@ -111,7 +105,7 @@ fn prealloc_alone_is_preallocated_ram_and_nothing_is_the_default() {
 fn virtio_fs_puts_shared_memory_on_dev_shm() {
     let mut c = cfg("");
     c.shared_fs.kind = SharedFs::VirtioFs;
-    match memory_backend(&c) {
+    match memory::backend(&c, None) {
         Some(Object::MemoryBackendFile {
             mem_path, share, ..
         }) => {
@@ -156,9 +150,8 @@ fn bridges_sit_on_the_root_bus_with_chassis_shpc_and_addr() {
         rps[1].pref64_reserve.as_deref(),
         Some(ROOT_PORT_PREF64_RESERVE)
     );
-    let policy = arch::policy(&c, Accel::Tcg);
     assert_eq!(
-        bridge_ids(&c, &policy),
+        bridge_ids(&c, &arch::layout(&c)),
         ["pci-bridge-0", "pci-bridge-1", "pci-bridge-2"]
     );
     q.validate().unwrap();
@@ -192,13 +185,15 @@ fn with_firmware_on_x86_bridges_nest_behind_root_ports() {
     );
     q.validate().unwrap();
     // The hotplug buses are the pcie-pci-bridges, under the same ids.
-    let policy = arch::policy(&c, Accel::Tcg);
-    assert_eq!(bridge_ids(&c, &policy), ["pci-bridge-0", "pci-bridge-1"]);
+    assert_eq!(
+        bridge_ids(&c, &arch::layout(&c)),
+        ["pci-bridge-0", "pci-bridge-1"]
+    );
     // Not on other arches: aarch64 with firmware keeps plain bridges.
     let mut a = c.clone();
     a.guest_arch = GuestArch::Aarch64;
     a.machine_type = "virt".into();
-    assert!(!nested_bridges(&a, &arch::policy(&a, Accel::Tcg)));
+    assert!(!nested(&a, &arch::layout(&a)));
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! x86_64: q35 (Kata's default) and microvm.
 
-use super::{Accel, ArchPolicy, strs, user_machine_options};
+use super::{Accel, ArchLayout, ArchPolicy, host_or_max, strs, user_machine_options};
 use crate::config::{HypervisorConfig, VfioPort};
 use qemu_config::{Machine, Transport};
 
@@ -41,6 +41,32 @@ pub const TCG_MICROVM_TSC: &str = "tsc_early_khz=1000000";
 /// microvm's firmware (Debian's qemu-system-data).
 pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
 
+pub(super) fn layout(cfg: &HypervisorConfig) -> ArchLayout {
+    let microvm = cfg.machine_type == "microvm";
+    ArchLayout {
+        machine_type: cfg.machine_type.clone(),
+        transport: if microvm {
+            Transport::Mmio
+        } else {
+            Transport::Pci
+        },
+        root_bus: (!microvm).then(|| "pcie.0".to_string()),
+        nvdimm_root_params: (!microvm).then(|| {
+            strs(&[
+                "root=/dev/pmem0p1",
+                "rootflags=dax,data=ordered,errors=remount-ro",
+                "ro",
+            ])
+        }),
+        blk_root_params: strs(&["root=/dev/vda1", "ro"]),
+        console: "hvc0".into(),
+        bridges: !microvm,
+        rng: true,
+        default_bios: microvm.then(|| QBOOT.to_string()),
+        maxmem_align_mib: 1,
+    }
+}
+
 pub(super) fn policy(cfg: &HypervisorConfig, accel: Accel) -> ArchPolicy {
     let microvm = cfg.machine_type == "microvm";
     let mut machine = Machine::new(cfg.machine_type.clone()).with_accel(accel.as_str());
@@ -79,27 +105,8 @@ pub(super) fn policy(cfg: &HypervisorConfig, accel: Accel) -> ArchPolicy {
     }
     ArchPolicy {
         machine: user_machine_options(machine, cfg),
-        cpu_model: Some(if accel == Accel::Kvm { "host" } else { "max" }.to_string()),
-        transport: if microvm {
-            Transport::Mmio
-        } else {
-            Transport::Pci
-        },
-        root_bus: if microvm { None } else { Some("pcie.0") },
+        cpu_model: host_or_max(accel),
         kernel_params,
-        nvdimm_root_params: (!microvm).then(|| {
-            strs(&[
-                "root=/dev/pmem0p1",
-                "rootflags=dax,data=ordered,errors=remount-ro",
-                "ro",
-            ])
-        }),
-        blk_root_params: strs(&["root=/dev/vda1", "ro"]),
-        console: "hvc0",
-        bridges: !microvm,
-        rng: true,
-        default_bios: microvm.then_some(QBOOT),
-        maxmem_align_mib: 1,
         globals,
     }
 }

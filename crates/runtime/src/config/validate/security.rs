@@ -1,0 +1,65 @@
+//! Security keys: `seccompsandbox` (parsed once, here), `qemu_uid`,
+//! `qemu_gid`, `qemu_groups`, `selinux_label`.
+
+use super::{Ctx, k};
+use crate::config::ConfigError;
+use crate::config::raw::RawQemu;
+use crate::config::types::*;
+
+/// The security section, checked.
+pub(super) struct Security {
+    pub seccomp_sandbox: Option<SeccompSandbox>,
+    pub qemu_user: Option<QemuUser>,
+    pub selinux_label: Option<String>,
+}
+
+pub(super) fn check(cx: &Ctx<'_>, raw: &RawQemu) -> Result<Security, ConfigError> {
+    let seccomp_sandbox = match raw.seccompsandbox.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(s) => Some(SeccompSandbox::parse(s).map_err(|e| cx.err(&k("seccompsandbox"), e))?),
+    };
+    let selinux_label = match raw.selinux_label.as_deref() {
+        None | Some("") => None,
+        Some(l) if l.contains('\0') || l.contains('\n') => {
+            return Err(cx.err(&k("selinux_label"), "contains a newline or NUL"));
+        }
+        Some(l) => Some(l.to_string()),
+    };
+    Ok(Security {
+        seccomp_sandbox,
+        qemu_user: qemu_user(cx, raw)?,
+        selinux_label,
+    })
+}
+
+/// sandvm's `qemu_uid`, `qemu_gid` and `qemu_groups`: all or nothing for the
+/// ids, and groups only with them.
+fn qemu_user(cx: &Ctx<'_>, raw: &RawQemu) -> Result<Option<QemuUser>, ConfigError> {
+    let id = |key: &str, v: i64| -> Result<u32, ConfigError> {
+        u32::try_from(v)
+            .ok()
+            .filter(|v| *v != u32::MAX)
+            .ok_or_else(|| cx.err(&k(key), format!("must be 0 to {} (got {v})", u32::MAX - 1)))
+    };
+    match (raw.qemu_uid, raw.qemu_gid) {
+        (None, None) => {
+            if raw.qemu_groups.as_ref().is_some_and(|g| !g.is_empty()) {
+                return Err(cx.err(&k("qemu_groups"), "needs qemu_uid and qemu_gid"));
+            }
+            Ok(None)
+        }
+        (Some(_), None) => Err(cx.err(&k("qemu_gid"), "is required with qemu_uid")),
+        (None, Some(_)) => Err(cx.err(&k("qemu_uid"), "is required with qemu_gid")),
+        (Some(u), Some(g)) => {
+            let mut groups = Vec::new();
+            for (i, v) in raw.qemu_groups.iter().flatten().enumerate() {
+                groups.push(id(&format!("qemu_groups[{i}]"), *v)?);
+            }
+            Ok(Some(QemuUser {
+                uid: id("qemu_uid", u)?,
+                gid: id("qemu_gid", g)?,
+                groups,
+            }))
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Cold plug: devices added between create and start, rendered onto the
+//! QEMU command line so the guest sees them at boot.
+//!
+//! A cold device is placed when it is added (a bridge slot from the same
+//! [`SlotAllocator`](super::pci::SlotAllocator) hotplug uses, a SCSI id and
+//! LUN, or a CCW device number), so the caller learns where the guest will
+//! find it before the VM exists. Taps are passed to QEMU as inherited fds,
+//! numbered from [`FIRST_DEVICE_FD`](super::FIRST_DEVICE_FD) in the order the
+//! NICs were added.
+
+use super::devices::SCSI_ID;
+use super::{FIRST_DEVICE_FD, Layout, PlanInput, bridges, pci::SlotAddr};
+use crate::config::HypervisorConfig;
+use crate::types::{DeviceInfo, DeviceKind, Placement};
+use qemu_config::*;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// First CCW device number of cold-plugged devices (`fe.0.0100`): above the
+/// numbers the sandbox's own devices take, so it is known when the device
+/// is added.
+pub const COLD_DEVNO_BASE: u32 = 0x100;
+
+/// What a cold-plugged device is made from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ColdSpec {
+    /// A disk image.
+    Block {
+        /// Image path.
+        path: PathBuf,
+        /// Read-only.
+        readonly: bool,
+    },
+    /// A NIC on a tap.
+    Net {
+        /// MAC address.
+        mac: String,
+        /// The tap's name, when the runtime opens it at start; `None` when
+        /// the caller passed an open fd.
+        tap: Option<String>,
+        /// `vhost=on`.
+        vhost: bool,
+    },
+    /// Kernel vhost-vsock.
+    Vsock {
+        /// The guest's CID.
+        guest_cid: u32,
+    },
+    /// A VFIO device.
+    Vfio {
+        /// Host PCI address or sysfs path.
+        host: String,
+        /// A PCIe root port (`rp<N>`) instead of a bridge slot.
+        root_port: Option<String>,
+    },
+}
+
+/// A cold-plugged device, placed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColdDevice {
+    /// Device id.
+    pub id: String,
+    /// What it is.
+    pub kind: DeviceKind,
+    /// The QEMU driver.
+    pub driver: String,
+    /// Its bridge slot, when it holds one.
+    pub slot: Option<SlotAddr>,
+    /// SCSI target id and LUN, for `scsi-hd`.
+    pub scsi: Option<(u32, u32)>,
+    /// CCW device number, on s390x.
+    pub devno: Option<String>,
+    /// What it is made from.
+    pub spec: ColdSpec,
+}
+
+impl ColdDevice {
+    /// Where the guest finds it.
+    pub fn placement(&self, layout: &Layout) -> Placement {
+        if let Some(s) = &self.slot {
+            return Placement::Pci {
+                path: bridges::pci_path(layout, s),
+            };
+        }
+        if let Some((id, lun)) = self.scsi {
+            return Placement::Scsi { id, lun };
+        }
+        if let Some(d) = &self.devno {
+            return Placement::Ccw { devno: d.clone() };
+        }
+        match layout.arch.transport {
+            Transport::Mmio => Placement::Mmio,
+            _ => Placement::Auto,
+        }
+    }
+
+    /// What the caller is told about it.
+    pub fn info(&self, layout: &Layout) -> DeviceInfo {
+        DeviceInfo {
+            id: self.id.clone(),
+            kind: self.kind,
+            driver: self.driver.clone(),
+            placement: self.placement(layout),
+            mac: match &self.spec {
+                ColdSpec::Net { mac, .. } => Some(mac.clone()),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// The drive id of a cold-plugged disk.
+pub fn drive_id(id: &str) -> String {
+    format!("drive-{id}")
+}
+
+/// The netdev id of a cold-plugged NIC.
+pub fn netdev_id(id: &str) -> String {
+    format!("netdev-{id}")
+}
+
+/// The next cold CCW device number after `taken` cold devices.
+pub fn devno(taken: usize) -> String {
+    format!("fe.0.{:04x}", COLD_DEVNO_BASE + taken as u32)
+}
+
+/// Add the cold-plugged devices to `qc`.
+pub fn add(qc: &mut Config, inp: &PlanInput<'_>) {
+    let t = inp.layout.arch.transport;
+    let mut tap_fd = FIRST_DEVICE_FD;
+    for d in inp.cold {
+        let bus = d.slot.as_ref().map(|s| s.bridge.clone());
+        let addr = d.slot.as_ref().map(SlotAddr::addr);
+        match &d.spec {
+            ColdSpec::Block { path, readonly } => {
+                block(qc, inp.cfg, d, t, path, *readonly, bus, addr);
+            }
+            ColdSpec::Net { mac, vhost, .. } => {
+                qc.netdevs.push(Netdev::Tap {
+                    id: netdev_id(&d.id),
+                    fds: vec![tap_fd],
+                    vhost: *vhost,
+                    vhostfds: Vec::new(),
+                    ifname: None,
+                    script_none: false,
+                });
+                tap_fd += 1;
+                qc.devices.push(Device::VirtioNet(VirtioNet {
+                    transport: t,
+                    id: d.id.clone(),
+                    netdev: netdev_id(&d.id),
+                    mac: Some(mac.clone()),
+                    bus,
+                    addr,
+                    devno: d.devno.clone(),
+                    iommu_platform: inp.cfg.iommu_platform,
+                    ..Default::default()
+                }));
+            }
+            ColdSpec::Vsock { guest_cid } => qc.devices.push(Device::VhostVsock(VhostVsock {
+                transport: t,
+                id: d.id.clone(),
+                guest_cid: *guest_cid,
+                vhostfd: None,
+                bus,
+                addr,
+                devno: d.devno.clone(),
+                iommu_platform: inp.cfg.iommu_platform,
+                disable_modern: false,
+                romfile: None,
+            })),
+            ColdSpec::Vfio { host, root_port } => {
+                let sysfs = host.starts_with("/sys/");
+                qc.devices.push(Device::VfioPci(VfioPci {
+                    id: d.id.clone(),
+                    host: (!sysfs).then(|| host.clone()),
+                    sysfsdev: sysfs.then(|| host.clone()),
+                    bus: root_port.clone().or(bus),
+                    addr,
+                    romfile: None,
+                }));
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn block(
+    qc: &mut Config,
+    cfg: &HypervisorConfig,
+    d: &ColdDevice,
+    t: Transport,
+    path: &std::path::Path,
+    readonly: bool,
+    bus: Option<String>,
+    addr: Option<String>,
+) {
+    let drive = drive_id(&d.id);
+    let mut dr = Drive::raw(drive.clone(), path.display().to_string());
+    dr.readonly = readonly;
+    dr.aio = Some(cfg.block.aio.clone());
+    if cfg.block.cache_set {
+        dr.cache_direct = Some(cfg.block.cache_direct);
+        dr.cache_no_flush = Some(cfg.block.cache_noflush);
+    }
+    qc.drives.push(dr);
+    if let Some((scsi_id, lun)) = d.scsi {
+        qc.devices.push(Device::ScsiHd(ScsiHd {
+            id: d.id.clone(),
+            drive,
+            bus: Some(format!("{SCSI_ID}.0")),
+            scsi_id: Some(scsi_id),
+            lun: Some(lun),
+        }));
+        return;
+    }
+    qc.devices.push(Device::VirtioBlk(VirtioBlk {
+        transport: t,
+        id: d.id.clone(),
+        drive,
+        bus,
+        addr,
+        devno: d.devno.clone(),
+        iommu_platform: cfg.iommu_platform,
+        ..Default::default()
+    }));
+}

@@ -1,0 +1,93 @@
+//! Guest memory: the `-m` topology, the boot memory backend (Kata's rules),
+//! and the nvdimm image's share of `maxmem`.
+
+use super::Layout;
+use super::arch::ArchLayout;
+use crate::config::{AgentChannel, HypervisorConfig, SharedFs};
+use qemu_config::{Memory, Object};
+
+/// Id of the boot memory backend when memory is file-backed.
+pub const MEM_BACKEND_ID: &str = "dimm1";
+/// Where hugepage-backed memory lives (Kata's).
+pub const HUGEPAGES_DIR: &str = "/dev/hugepages";
+/// Where shared memory lives when there is no file backend (Kata's fallback).
+pub const SHM_DIR: &str = "/dev/shm";
+/// nvdimm alignment QEMU needs for the backing file, MiB.
+pub const NVDIMM_ALIGN_MIB: u64 = 2;
+
+fn round_up(v: u64, to: u64) -> u64 {
+    v.div_ceil(to) * to
+}
+
+/// MiB an nvdimm backed by an image of `image_size` bytes takes.
+pub fn nvdimm_mib(image_size: Option<u64>) -> u64 {
+    round_up(image_size.unwrap_or(0).div_ceil(1 << 20), NVDIMM_ALIGN_MIB)
+}
+
+/// maxmem in MiB: default_maxmemory + memory_offset + the nvdimm reserve,
+/// aligned for the arch, never below the boot memory.
+pub fn max_memory_mib(cfg: &HypervisorConfig, arch: &ArchLayout, nvdimm_mib: u64) -> u64 {
+    let max = cfg.max_memory_mib + cfg.memory_offset_mib + nvdimm_mib;
+    let a = arch.maxmem_align_mib.max(1);
+    (max / a * a).max(cfg.memory_mib)
+}
+
+/// `-m`: boot memory, and the hotplug range when there is room above it.
+/// No room (default_maxmemory = default_memory and no nvdimm, or ppc64le's
+/// alignment ate it): no hotplug range, and no slots, which QEMU refuses
+/// without one.
+pub fn topology(cfg: &HypervisorConfig, layout: &Layout) -> Memory {
+    if layout.maxmem_mib > cfg.memory_mib {
+        Memory {
+            size_mib: cfg.memory_mib,
+            slots: Some(cfg.memory_slots),
+            maxmem_mib: Some(layout.maxmem_mib),
+        }
+    } else {
+        Memory::new(cfg.memory_mib)
+    }
+}
+
+/// Whether another process maps guest memory (virtiofsd, nydusd, a
+/// vhost-user daemon such as vhost-device-vsock): then memory is shared.
+pub fn shared(cfg: &HypervisorConfig, agent: Option<AgentChannel>) -> bool {
+    cfg.shared_fs.kind != SharedFs::None
+        || cfg.file_mem_backend.is_some()
+        || cfg.vhost_user_store
+        || agent == Some(AgentChannel::HybridVsock)
+}
+
+/// The boot memory backend, if the config needs one (Kata's rules):
+/// hugepages win, then a file backend, then `/dev/shm` when another process
+/// maps guest memory; `share=on` whenever one does.
+pub fn backend(cfg: &HypervisorConfig, agent: Option<AgentChannel>) -> Option<Object> {
+    let share = shared(cfg, agent);
+    let mem_path = if cfg.hugepages {
+        Some(HUGEPAGES_DIR.to_string())
+    } else if let Some(p) = &cfg.file_mem_backend {
+        Some(p.display().to_string())
+    } else if share {
+        Some(SHM_DIR.to_string())
+    } else {
+        None
+    };
+    match mem_path {
+        Some(mem_path) => Some(Object::MemoryBackendFile {
+            id: MEM_BACKEND_ID.into(),
+            size_mib: cfg.memory_mib,
+            mem_path,
+            share: share.then_some(true),
+            prealloc: cfg.mem_prealloc || cfg.hugepages,
+            readonly: None,
+            discard_data: None,
+            align: None,
+        }),
+        None if cfg.mem_prealloc => Some(Object::MemoryBackendRam {
+            id: MEM_BACKEND_ID.into(),
+            size_mib: cfg.memory_mib,
+            share: None,
+            prealloc: true,
+        }),
+        None => None,
+    }
+}

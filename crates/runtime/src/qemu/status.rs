@@ -1,0 +1,147 @@
+//! What any process can read about a sandbox without locking it, the health
+//! check, the capabilities of a configured machine, and the salvage of a
+//! sandbox whose state cannot be loaded.
+
+use super::Qemu;
+use super::record::QemuRecord;
+use super::supervision::recorded_exit;
+use crate::config::{BlockDriver, HypervisorConfig, SharedFs};
+use crate::error::{HypervisorError, Result};
+use crate::host::process;
+use crate::state::{StateError, StateRoot, files, read_state};
+use crate::types::{Capabilities, ExitReason, SandboxStatus, VmExit, VmState};
+use qemu_config::Transport;
+
+/// Read a sandbox's status without locking it (for `status` and `list`).
+pub fn peek(root: &StateRoot, id: &str) -> Result<SandboxStatus> {
+    let rec = peek_record(root, id)?;
+    let dir = root.sandbox_dir(id);
+    let mut state = rec.state;
+    if matches!(state, VmState::Running | VmState::Paused) && rec.live_pid().is_none() {
+        state = VmState::Stopped;
+    }
+    let agent = rec
+        .agent
+        .as_ref()
+        .map(|a| crate::plan::agent::socket(a.kind, &rec.config, &dir, &rec.uuid));
+    Ok(SandboxStatus {
+        id: rec.id.clone(),
+        state,
+        pid: rec.live_pid(),
+        uuid: rec.uuid.clone(),
+        accelerator: rec.accelerator.clone(),
+        config: rec.config.source.clone(),
+        memory_mib: rec.memory_mib(),
+        ports: rec.ports.clone(),
+        agent,
+        exit: recorded_exit(&dir),
+        annotations: rec.annotations.clone(),
+    })
+}
+
+/// Read a sandbox's whole record without locking it (devices, layout).
+pub fn peek_record(root: &StateRoot, id: &str) -> Result<QemuRecord> {
+    crate::state::validate_id(id)?;
+    let dir = root.sandbox_dir(id);
+    if !dir.is_dir() {
+        return Err(StateError::NotFound {
+            id: id.into(),
+            root: root.path().display().to_string(),
+        }
+        .into());
+    }
+    Ok(read_state(&dir.join(files::STATE))?)
+}
+
+/// What the configured machine can do.
+pub fn capabilities(cfg: &HypervisorConfig, rec: Option<&QemuRecord>) -> Capabilities {
+    let layout = match rec {
+        Some(r) => r.layout.clone(),
+        None => crate::plan::Layout::new(cfg, None),
+    };
+    let t = layout.arch.transport;
+    let bridges = !layout.bridges.is_empty();
+    let hotplug_bus = (t == Transport::Pci && bridges) || t == Transport::Ccw;
+    let scsi = cfg.block.driver == BlockDriver::VirtioScsi && t != Transport::Mmio;
+    Capabilities {
+        block_hotplug: hotplug_bus || scsi,
+        net_hotplug: hotplug_bus,
+        cpu_hotplug: t != Transport::Mmio && cfg.max_vcpus > cfg.vcpus,
+        memory_hotplug: t != Transport::Mmio && layout.memory_limit_mib > cfg.memory_mib,
+        // sandvm's NICs have one queue pair.
+        multi_queue: false,
+        fs_sharing: cfg.shared_fs.kind != SharedFs::None,
+        agent_channel: rec.map_or(cfg.agent.channel.is_some(), |r| r.agent.is_some()),
+    }
+}
+
+/// [`crate::Hypervisor::check`]: the VM has not ended, QMP answers, the
+/// guest runs (not panicked, not failed), and every daemon is alive.
+pub(super) async fn check(q: &Qemu) -> Result<()> {
+    let id = q.id().unwrap_or_default();
+    let ended = |exit: VmExit| HypervisorError::VmEnded {
+        id: id.clone(),
+        exit,
+    };
+    if let Some(exit) = q.inner().exit.borrow().clone() {
+        return Err(ended(exit));
+    }
+    let rec = q
+        .record()
+        .ok_or(HypervisorError::NoSandbox { op: "check" })?;
+    let status = q
+        .command_client()
+        .await?
+        .query_status()
+        .await
+        .map_err(HypervisorError::qmp("query-status"))?;
+    use qmp::commands::RunState;
+    let failed = match status.status {
+        RunState::GuestPanicked => Some(ExitReason::GuestPanicked { dump: None }),
+        RunState::InternalError => Some(ExitReason::InternalError),
+        RunState::Shutdown => Some(ExitReason::GuestPoweredOff),
+        _ => None,
+    };
+    if let Some(reason) = failed {
+        return Err(ended(VmExit { reason, qemu: None }));
+    }
+    for (name, p) in rec.recorded_daemons() {
+        if p.pid.is_some() && p.live().is_none() {
+            return Err(ended(VmExit {
+                reason: ExitReason::DaemonDied {
+                    daemon: name.to_string(),
+                    pid: p.pid.unwrap_or_default(),
+                },
+                qemu: None,
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// Kill whatever a sandbox left (every pid its state file names, even a
+/// corrupt one, and the pidfile's, each after checking it runs one of the
+/// sandbox's binaries) and remove its folder.
+pub(super) async fn force_cleanup(root: &StateRoot, id: &str) -> Result<()> {
+    let dir = root.open(id)?;
+    for pid in dir.salvage_pids() {
+        if process::alive(pid, None) && is_ours(pid) {
+            process::signal(pid, nix::sys::signal::Signal::SIGKILL);
+            process::wait_exit(pid, super::TERM_GRACE).await;
+        }
+    }
+    dir.remove()?;
+    Ok(())
+}
+
+/// Whether `pid` runs QEMU or one of the sandbox daemons (guards kills by
+/// salvaged pids).
+fn is_ours(pid: i32) -> bool {
+    const OURS: &[&str] = &["qemu", "virtiofsd", "nydusd", "swtpm", "vhost-device-vsock"];
+    std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| {
+        p.file_name().is_some_and(|n| {
+            let n = n.to_string_lossy();
+            OURS.iter().any(|o| n.starts_with(o))
+        })
+    })
+}
