@@ -375,6 +375,24 @@ impl Drop for TemplateDir {
     }
 }
 
+/// A folder outside the state root (for dumps), removed on drop.
+pub struct DumpDir(pub PathBuf);
+
+impl DumpDir {
+    pub fn new(tag: &str) -> DumpDir {
+        DumpDir(PathBuf::from(format!(
+            "/tmp/svt-{tag}-dumps-{}",
+            std::process::id()
+        )))
+    }
+}
+
+impl Drop for DumpDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A config from [`Env::config`] with VM templating on, its template in `tp`.
 pub fn template_config(env: &Env, name: &str, tp: &Path, extra: &str) -> PathBuf {
     env.config(

@@ -89,7 +89,9 @@ fn corrupt_state_is_a_clear_error_and_force_stop_cleans_up_by_pid() {
         "{err}"
     );
     // An unknown version is refused the same way.
-    std::fs::write(&state, good.replace("\"version\": 1", "\"version\": 99")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    v["version"] = 99.into();
+    std::fs::write(&state, v.to_string()).unwrap();
     let err = String::from_utf8_lossy(&env.sandvm(&["stop", "cs"]).stderr).into_owned();
     assert!(err.contains("unknown version 99"), "{err}");
     env.ok(&["stop", "cs", "--force"]);

@@ -6,14 +6,6 @@ use sandvm_tests::*;
 use std::path::PathBuf;
 use std::time::Duration;
 
-struct DumpDir(PathBuf);
-
-impl Drop for DumpDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn guest_panic_is_dumped_as_an_elf_vmcore() {
     let env = Env::new("pvpanic");

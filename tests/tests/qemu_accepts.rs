@@ -206,16 +206,25 @@ fn hypervisor_config(dir: &Path, toml: &str) -> HypervisorConfig {
         .config
 }
 
-/// The QMP monitor on the pre-bound fd, as the runtime renders it.
-fn qmp_on_fd3(config: &Config) {
+/// The QMP monitors on the pre-bound fds, as the runtime renders them: the
+/// command monitor on fd 3 and the supervisor's events monitor on fd 4.
+/// This test passes QEMU one listener, so it keeps the command monitor only.
+fn qmp_on_fd3(config: &mut Config) {
     assert_eq!(
         config.qmp,
-        [QmpMonitor {
-            id: "qmp".into(),
-            socket: QmpSocket::Fd(QMP_FD),
-        }],
-        "the runtime's QMP monitor changed; update this test"
+        [
+            QmpMonitor {
+                id: "qmp".into(),
+                socket: QmpSocket::Fd(QMP_FD),
+            },
+            QmpMonitor {
+                id: "events".into(),
+                socket: QmpSocket::Fd(QMP_FD + 1),
+            }
+        ],
+        "the runtime's QMP monitors changed; update this test"
     );
+    config.qmp.truncate(1);
 }
 
 /// Children of a QOM container, by name.
@@ -305,7 +314,7 @@ async fn accepts(case: Case) {
         Accel::Tcg,
     )
     .unwrap();
-    qmp_on_fd3(&config);
+    qmp_on_fd3(&mut config);
     // QEMU stays paused and runs no guest code: no kernel (none exists for the
     // other arches here). microvm boots qboot, which the runtime sets as -bios.
     config.kernel = None;
@@ -547,7 +556,7 @@ async fn commas_and_equals_reach_qemu_verbatim() {
     let cfg = hypervisor_config(&env.root, &toml);
     let mut config =         // The id goes into -name: `sandbox-e,x=y` (rendered `guest=sandbox-e,,x=y`).
 runtime::tools::plan(&cfg, "e,x=y", "8b2f5a3e-0c1d-4e6f-9a7b-1c2d3e4f5a6b", &dir, Accel::Tcg).unwrap();
-    qmp_on_fd3(&config);
+    qmp_on_fd3(&mut config);
     config.knobs.stopped = true;
     let k = config.kernel.clone().unwrap();
     assert_eq!(k.path, kernel.display().to_string());
@@ -650,14 +659,14 @@ runtime::tools::plan(&cfg, "e,x=y", "8b2f5a3e-0c1d-4e6f-9a7b-1c2d3e4f5a6b", &dir
     assert_eq!(serial, "s,n=1", "{ctx}");
 
     // The serial port: its whole name, and the port number QEMU chose (after
-    // the console's 0), not an injected 5.
+    // the console's 0 and the agent channel's 1), not an injected 5.
     let port = "/machine/peripheral/port-esc";
     assert_eq!(
         client.qom_get(port, "name").await.unwrap(),
         "org.sandvm,nr=5",
         "{ctx}"
     );
-    assert_eq!(client.qom_get(port, "nr").await.unwrap(), 1, "{ctx}");
+    assert_eq!(client.qom_get(port, "nr").await.unwrap(), 2, "{ctx}");
     let raw = "/machine/peripheral/port-raw";
     assert_eq!(
         client.qom_get(raw, "name").await.unwrap(),
@@ -666,8 +675,8 @@ runtime::tools::plan(&cfg, "e,x=y", "8b2f5a3e-0c1d-4e6f-9a7b-1c2d3e4f5a6b", &dir
     );
     assert_eq!(client.qom_get(raw, "nr").await.unwrap(), 5, "{ctx}");
 
-    // The sandbox folder: pidfile, console socket and log at exactly their paths,
-    // nothing at a path cut at the comma.
+    // The sandbox folder: pidfile, console and agent sockets and the log at
+    // exactly their paths, nothing at a path cut at the comma.
     let pidfile = std::fs::read_to_string(dir.join(files::PIDFILE)).unwrap();
     assert_eq!(pidfile.trim(), q.pid.to_string(), "{ctx}");
     let sock = std::fs::metadata(dir.join(files::CONSOLE)).unwrap();
@@ -680,7 +689,7 @@ runtime::tools::plan(&cfg, "e,x=y", "8b2f5a3e-0c1d-4e6f-9a7b-1c2d3e4f5a6b", &dir
     in_dir.sort();
     assert_eq!(
         in_dir,
-        [files::CONSOLE_LOG, files::CONSOLE, files::PIDFILE],
+        [files::AGENT, files::CONSOLE_LOG, files::CONSOLE, files::PIDFILE],
         "{ctx}"
     );
     let mut in_root: Vec<String> = std::fs::read_dir(&env.root)

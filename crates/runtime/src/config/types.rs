@@ -352,30 +352,57 @@ pub struct SeccompSandbox {
     pub resource_control: Option<SeccompAction>,
 }
 
+/// What is wrong with a `seccompsandbox` string.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeccompParseError {
+    /// It does not start with `on`.
+    #[error("{0:?} must start with \"on\"")]
+    NotOn(String),
+    /// An option is not `key=value`.
+    #[error("{0:?} is not key=value")]
+    NotKeyValue(String),
+    /// An action QEMU does not take for this key.
+    #[error("unknown action {action:?} for {key}")]
+    Action {
+        /// The key.
+        key: String,
+        /// The action.
+        action: String,
+    },
+    /// A key QEMU's `-sandbox` does not have.
+    #[error("unknown key {0:?}")]
+    Key(String),
+}
+
 impl SeccompSandbox {
-    /// Parse `on[,key=action]*`. The error says what is wrong.
-    pub fn parse(spec: &str) -> Result<SeccompSandbox, String> {
+    /// Parse `on[,key=action]*`.
+    pub fn parse(spec: &str) -> Result<SeccompSandbox, SeccompParseError> {
         let mut parts = spec.split(',');
         if parts.next() != Some("on") {
-            return Err(format!("{spec:?} must start with \"on\""));
+            return Err(SeccompParseError::NotOn(spec.to_string()));
         }
         let mut sb = SeccompSandbox::default();
         for kv in parts {
             let (k, v) = kv
                 .split_once('=')
-                .ok_or_else(|| format!("{kv:?} is not key=value"))?;
+                .ok_or_else(|| SeccompParseError::NotKeyValue(kv.to_string()))?;
             let action = match v {
                 "allow" => SeccompAction::Allow,
                 "deny" => SeccompAction::Deny,
                 "children" if k == "elevateprivileges" => SeccompAction::Children,
-                _ => return Err(format!("unknown action {v:?} for {k}")),
+                _ => {
+                    return Err(SeccompParseError::Action {
+                        key: k.to_string(),
+                        action: v.to_string(),
+                    });
+                }
             };
             match k {
                 "obsolete" => sb.obsolete = Some(action),
                 "elevateprivileges" => sb.elevate_privileges = Some(action),
                 "spawn" => sb.spawn = Some(action),
                 "resourcecontrol" => sb.resource_control = Some(action),
-                _ => return Err(format!("unknown key {k:?}")),
+                _ => return Err(SeccompParseError::Key(k.to_string())),
             }
         }
         Ok(sb)

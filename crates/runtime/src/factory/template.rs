@@ -396,7 +396,8 @@ pub async fn create(
         q.start_vm(timeout).await?;
         let console = q.get_vm_console()?;
         wait_console_line(&console.socket, &console.log, ready_line, timeout).await?;
-        q.save_device_state(&tp.join(STATE_FILE), timeout).await
+        q.save_device_state(&tp.join(STATE_FILE), "the save of the template", timeout)
+            .await
     }
     .await;
     // The template VM has done its job either way (its memory stays in the file).

@@ -19,7 +19,7 @@ pub mod record;
 mod status;
 mod supervision;
 
-pub use lifecycle::{DEFAULT_POWERDOWN_GRACE, StopMode, TERM_GRACE};
+pub use lifecycle::{DEFAULT_POWERDOWN_GRACE, STOPPING, StopMode, TERM_GRACE};
 pub use status::{peek, peek_record};
 pub use supervision::Supervision;
 
@@ -243,11 +243,17 @@ impl Qemu {
 
     /// Pause the guest and save its device state to `path` (guest RAM that
     /// is shared and file-backed is left out: a template's). The VM stays
-    /// paused. Used by [`crate::factory`] to make a template.
-    pub async fn save_device_state(&self, path: &std::path::Path, timeout: Duration) -> Result<()> {
+    /// paused. `what` names the save in errors. Used by [`crate::factory`]
+    /// to make a template.
+    pub async fn save_device_state(
+        &self,
+        path: &std::path::Path,
+        what: &str,
+        timeout: Duration,
+    ) -> Result<()> {
         let mut core = self.inner.core.lock().await;
         let r = match core.save_device_state(path, timeout).await {
-            Err(e) => Err(core.explain_exit("the save of the device state", e).await),
+            Err(e) => Err(core.explain_exit(what, e).await),
             ok => ok,
         };
         self.refresh(&core);
@@ -309,7 +315,7 @@ impl Hypervisor for Qemu {
         self.refresh(&core);
         let (report, events) = r?;
         if let Some(client) = events {
-            supervision::spawn(self.clone(), &core, client);
+            supervision::spawn(self, &core, client);
         }
         Ok(report)
     }

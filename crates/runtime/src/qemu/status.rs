@@ -124,6 +124,7 @@ pub(super) async fn check(q: &Qemu) -> Result<()> {
 /// sandbox's binaries) and remove its folder.
 pub(super) async fn force_cleanup(root: &StateRoot, id: &str) -> Result<()> {
     let dir = root.open(id)?;
+    let _ = std::fs::write(dir.file(super::STOPPING), b"");
     for pid in dir.salvage_pids() {
         if process::alive(pid, None) && is_ours(pid) {
             process::signal(pid, nix::sys::signal::Signal::SIGKILL);

@@ -51,8 +51,11 @@ fn watch_of(dir: &Path, rec: &QemuRecord) -> Option<Watch> {
     })
 }
 
-/// Start the in-process supervisor of the VM `core` just started.
-pub(super) fn spawn(q: Qemu, core: &Core, client: qmp::Client) {
+/// Start the in-process supervisor of the VM `core` just started. The task
+/// keeps only a weak reference to the handle: the sandbox's lock lives as
+/// long as the caller's handles, and when they are all dropped the task
+/// still watches and acts through a fresh attach.
+pub(super) fn spawn(q: &Qemu, core: &Core, client: qmp::Client) {
     let (Some(dir), Some(rec)) = (&core.dir, &core.state) else {
         return;
     };
@@ -61,9 +64,14 @@ pub(super) fn spawn(q: Qemu, core: &Core, client: qmp::Client) {
     };
     q.inner().watching.store(true, Ordering::SeqCst);
     let events = q.inner().events.clone();
+    let weak = std::sync::Arc::downgrade(&q.inner);
+    let (root, id) = (core.root.clone(), rec.id.clone());
     tokio::spawn(async move {
         let out = supervise::watch(w, client, events).await;
-        finish(&q, out).await;
+        match weak.upgrade() {
+            Some(inner) => finish(&Qemu { inner }, out).await,
+            None => act_detached(root, &id, &out).await,
+        }
     });
 }
 
@@ -107,8 +115,12 @@ impl Core {
     }
 }
 
-/// Write `exit.json` into the sandbox folder (atomically).
+/// Write `exit.json` into the sandbox folder (atomically), unless a stop is
+/// removing the folder.
 fn write_exit(dir: &Path, exit: &VmExit) {
+    if dir.join(STOPPING).exists() || !dir.is_dir() {
+        return;
+    }
     let Ok(json) = serde_json::to_vec(exit) else {
         return;
     };
@@ -217,23 +229,30 @@ impl Qemu {
             .map_err(HypervisorError::qmp("connect the events monitor"))?;
         let (events, _) = broadcast::channel(super::EVENT_BUFFER);
         let out = supervise::watch(w, client, events).await;
-        if !out.teardown {
-            write_exit(&dir, &out.exit);
-        }
-        match Qemu::attach(root, id).await {
-            Ok(q) => {
-                let mut core = q.inner().core.lock().await;
-                if out.teardown {
-                    if let Err(e) = core.stop_with(StopMode::WaitOnly(TERM_GRACE)).await {
-                        warn!(id, error = %e, "teardown after a daemon's death");
-                    }
-                } else {
-                    core.on_qemu_exit(&out.exit).await;
-                }
-            }
-            // Busy: a `stop` is under way and cleans up; NotFound: already gone.
-            Err(e) => info!(id, reason = %e, "sandbox not cleaned up by the supervisor"),
-        }
+        act_detached(root, id, &out).await;
         Ok(out.exit)
+    }
+}
+
+/// Act on the end of a VM whose handle is gone (or in another process):
+/// record the exit, attach, then stop the daemons or tear down.
+async fn act_detached(root: StateRoot, id: &str, out: &Outcome) {
+    let dir = root.sandbox_dir(id);
+    if !out.teardown {
+        write_exit(&dir, &out.exit);
+    }
+    match Qemu::attach(root, id).await {
+        Ok(q) => {
+            let mut core = q.inner().core.lock().await;
+            if out.teardown {
+                if let Err(e) = core.stop_with(StopMode::WaitOnly(TERM_GRACE)).await {
+                    warn!(id, error = %e, "teardown after a daemon's death");
+                }
+            } else {
+                core.on_qemu_exit(&out.exit).await;
+            }
+        }
+        // Busy: a `stop` is under way and cleans up; NotFound: already gone.
+        Err(e) => info!(id, reason = %e, "sandbox not cleaned up by the supervisor"),
     }
 }

@@ -386,12 +386,22 @@ impl SandboxDir {
         pids
     }
 
-    /// Remove the folder and everything in it. Consumes the lock.
+    /// Remove the folder and everything in it. Consumes the lock. A file a
+    /// dying process writes in the meantime (`ENOTEMPTY`) is removed on a
+    /// second pass.
     pub fn remove(self) -> Result<(), StateError> {
-        match std::fs::remove_dir_all(&self.dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io(&self.dir)(e)),
+        let mut last = None;
+        for _ in 0..3 {
+            match std::fs::remove_dir_all(&self.dir) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => last = Some(e),
+                Err(e) => return Err(io(&self.dir)(e)),
+            }
+        }
+        match last {
+            Some(e) => Err(io(&self.dir)(e)),
+            None => Ok(()),
         }
     }
 }

@@ -16,7 +16,9 @@ pub(super) struct Security {
 pub(super) fn check(cx: &Ctx<'_>, raw: &RawQemu) -> Result<Security, ConfigError> {
     let seccomp_sandbox = match raw.seccompsandbox.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(s) => Some(SeccompSandbox::parse(s).map_err(|e| cx.err(&k("seccompsandbox"), e))?),
+        Some(s) => Some(
+            SeccompSandbox::parse(s).map_err(|e| cx.err(&k("seccompsandbox"), e.to_string()))?,
+        ),
     };
     let selinux_label = match raw.selinux_label.as_deref() {
         None | Some("") => None,

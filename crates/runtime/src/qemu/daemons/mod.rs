@@ -69,9 +69,9 @@ impl Pending {
             Ready::Now => Ok(()),
             Ready::Listening(names) => wait_for_listeners(&self.dir, names, self.pid, timeout)
                 .await
-                .map_err(|reason| HypervisorError::Daemon {
+                .map_err(|e| HypervisorError::Daemon {
                     daemon: self.name,
-                    reason,
+                    reason: e.to_string(),
                     log: log_tail(&self.log),
                 }),
             Ready::Nydusd { share } => {
@@ -120,6 +120,32 @@ pub(crate) async fn stop(name: &str, proc: &mut Proc, own_exit: Option<Duration>
     proc.pid = None;
 }
 
+/// Why a daemon did not come up.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    /// inotify could not watch the folder.
+    #[error("inotify on {path}: {source}")]
+    Inotify {
+        /// The folder.
+        path: String,
+        /// Why.
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// Reading the event queue failed.
+    #[error("waiting on inotify: {0}")]
+    Io(#[source] std::io::Error),
+    /// The daemon exited first.
+    #[error("exited (pid {0}) before it was ready")]
+    Exited(i32),
+    /// The deadline passed.
+    #[error("not ready after {0:?}")]
+    Timeout(Duration),
+    /// Its sockets exist but do not listen.
+    #[error("sockets not listening after {0:?}")]
+    NotListening(Duration),
+}
+
 /// An inotify instance as a raw fd, for tokio's reactor.
 struct InotifyFd(Inotify);
 
@@ -137,11 +163,14 @@ pub(crate) async fn wait_for_files(
     names: &[&str],
     pid: i32,
     timeout: Duration,
-) -> std::result::Result<(), String> {
-    let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-        .map_err(|e| format!("inotify: {e}"))?;
+) -> std::result::Result<(), WaitError> {
+    let inotify_err = |source| WaitError::Inotify {
+        path: dir.display().to_string(),
+        source,
+    };
+    let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(inotify_err)?;
     ino.add_watch(dir, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
-        .map_err(|e| format!("inotify watch on {}: {e}", dir.display()))?;
+        .map_err(inotify_err)?;
     // Watch first, then look: a file created in between is seen either way.
     let all_there = || names.iter().all(|n| dir.join(n).exists());
     if all_there() {
@@ -152,17 +181,17 @@ pub(crate) async fn wait_for_files(
     #[allow(unsafe_code)]
     let registered =
         unsafe { AsyncFd::register_with_interest(InotifyFd(ino), tokio::io::Interest::READABLE) };
-    let afd = registered.map_err(|e| format!("inotify: {e}"))?;
+    let afd = registered.map_err(|e| WaitError::Io(std::io::Error::other(e.to_string())))?;
     let wait = async {
         loop {
-            let mut guard = afd.readable().await.map_err(|e| e.to_string())?;
+            let mut guard = afd.readable().await.map_err(WaitError::Io)?;
             match guard.get_inner().0.read_events() {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EAGAIN) => {
                     guard.clear_ready();
                     continue;
                 }
-                Err(e) => return Err(format!("inotify read: {e}")),
+                Err(e) => return Err(inotify_err(e)),
             }
             if all_there() {
                 return Ok(());
@@ -172,9 +201,9 @@ pub(crate) async fn wait_for_files(
     tokio::select! {
         r = wait => r,
         _ = process::wait_exit(pid, timeout) => Err(if process::alive(pid, None) {
-            format!("not ready after {timeout:?}")
+            WaitError::Timeout(timeout)
         } else {
-            format!("exited (pid {pid}) before it was ready")
+            WaitError::Exited(pid)
         }),
     }
 }
@@ -212,7 +241,7 @@ pub(crate) async fn wait_for_listeners(
     names: &[&str],
     pid: i32,
     timeout: Duration,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), WaitError> {
     let deadline = tokio::time::Instant::now() + timeout;
     wait_for_files(dir, names, pid, timeout).await?;
     loop {
@@ -220,10 +249,10 @@ pub(crate) async fn wait_for_listeners(
             return Ok(());
         }
         if !process::alive(pid, None) {
-            return Err(format!("exited (pid {pid}) before it was ready"));
+            return Err(WaitError::Exited(pid));
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(format!("sockets not listening after {timeout:?}"));
+            return Err(WaitError::NotListening(timeout));
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -257,7 +286,7 @@ mod tests {
         let e = wait_for_files(&dir, &["never.sock"], pid, Duration::from_secs(10))
             .await
             .unwrap_err();
-        assert!(e.contains("exited"), "{e}");
+        assert!(matches!(e, WaitError::Exited(_)), "{e}");
     }
 
     #[test]
@@ -287,7 +316,10 @@ mod tests {
         assert!(path.exists() && !listening(&path));
         let me = std::process::id() as i32;
         let early = wait_for_listeners(tmp.path(), &["l.sock"], me, Duration::from_millis(50));
-        assert!(early.await.unwrap_err().contains("not listening"));
+        assert!(matches!(
+            early.await.unwrap_err(),
+            WaitError::NotListening(_)
+        ));
         let backlog = nix::sys::socket::Backlog::new(4).unwrap();
         nix::sys::socket::listen(&sock, backlog).unwrap();
         wait_for_listeners(tmp.path(), &["l.sock"], me, Duration::from_secs(5))

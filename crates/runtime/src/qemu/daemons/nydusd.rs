@@ -26,7 +26,7 @@ pub async fn ready(
     };
     wait_for_listeners(dir, &[FS_API_SOCKET, FS_SOCKET], pid, timeout)
         .await
-        .map_err(failed)?;
+        .map_err(|e| failed(e.to_string()))?;
     let body = serde_json::json!({
         "fs_type": NYDUS_PASSTHROUGH_FS,
         "source": share.display().to_string(),
