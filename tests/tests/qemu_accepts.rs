@@ -689,7 +689,12 @@ runtime::tools::plan(&cfg, "e,x=y", "8b2f5a3e-0c1d-4e6f-9a7b-1c2d3e4f5a6b", &dir
     in_dir.sort();
     assert_eq!(
         in_dir,
-        [files::AGENT, files::CONSOLE_LOG, files::CONSOLE, files::PIDFILE],
+        [
+            files::AGENT,
+            files::CONSOLE_LOG,
+            files::CONSOLE,
+            files::PIDFILE
+        ],
         "{ctx}"
     );
     let mut in_root: Vec<String> = std::fs::read_dir(&env.root)

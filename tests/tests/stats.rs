@@ -45,7 +45,11 @@ fn stats_agree_with_proc() {
         std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists(),
         "vCPU thread {tid} is a thread of QEMU {pid}"
     );
-    assert_eq!(s["total_pss_kib"].as_u64(), Some(pss));
+    // QEMU and the detached supervisor the CLI starts.
+    let procs = s["processes"].as_array().unwrap();
+    assert!(procs.iter().any(|p| p["role"] == "supervisor"), "{s}");
+    let sum: u64 = procs.iter().map(|p| p["pss_kib"].as_u64().unwrap()).sum();
+    assert_eq!(s["total_pss_kib"].as_u64(), Some(sum));
     env.ok(&["stop", "st"]);
     env.assert_clean();
 }

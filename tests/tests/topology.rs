@@ -41,17 +41,18 @@ fn paused_argv(env: &Env, cfg: &Path, id: &str) -> Vec<String> {
     kept
 }
 
-/// Start argv (argv[0] is QEMU) with the QMP listener on fd 3, as the runtime
-/// does; check QMP answers and the VM is paused with the devices we rendered;
-/// then quit and reap.
+/// Start argv (argv[0] is QEMU) with the QMP listener on fd 3 and the events
+/// listener on fd 4, as the runtime does; check QMP answers and the VM is
+/// paused with the devices we rendered; then quit and reap.
 async fn accepts_paused(env: &Env, argv: &[String], id: &str) {
     let dir = env.root.join(id);
     std::fs::create_dir_all(&dir).unwrap();
     let sock = dir.join("qmp.sock");
     let listener = UnixListener::bind(&sock).unwrap();
+    let events = UnixListener::bind(dir.join("events.sock")).unwrap();
     let log = std::fs::File::create(env.root.join(format!("{id}.log"))).unwrap();
     let bin = qemu(Path::new(&argv[0]).file_name().unwrap().to_str().unwrap());
-    let fd: RawFd = listener.as_raw_fd();
+    let fds: [RawFd; 2] = [listener.as_raw_fd(), events.as_raw_fd()];
     let mut cmd = tokio::process::Command::new(&bin);
     cmd.args(&argv[1..])
         .stdin(Stdio::null())
@@ -61,19 +62,18 @@ async fn accepts_paused(env: &Env, argv: &[String], id: &str) {
     #[allow(unsafe_code)]
     unsafe {
         cmd.pre_exec(move || {
-            if fd == 3 {
-                nix::fcntl::fcntl(
-                    fd,
-                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-                )?;
-            } else {
-                nix::unistd::dup2(fd, 3)?;
-            }
+            // Out of the way first, then onto 3 and 4 (dup2 clears CLOEXEC).
+            let high = [
+                nix::fcntl::fcntl(fds[0], nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(64))?,
+                nix::fcntl::fcntl(fds[1], nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(64))?,
+            ];
+            nix::unistd::dup2(high[0], 3)?;
+            nix::unistd::dup2(high[1], 4)?;
             Ok(())
         });
     }
     let mut child = cmd.spawn().unwrap();
-    drop(listener);
+    drop((listener, events));
     let opts = qmp::ClientOptions {
         handshake_timeout: QMP_TIMEOUT,
         command_timeout: Some(QMP_TIMEOUT),
