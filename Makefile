@@ -40,6 +40,7 @@ test: setup guest lint fuzz-build
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps -p sandvm-runtime
 
 ## bench: side-by-side benchmarks; results land in target/bench/ and docs/performance.md
 bench: setup build guest

@@ -1,11 +1,11 @@
 //! One function per subcommand, mapped onto the runtime.
 
 use crate::Cmd;
-use anyhow::{Context, Result, bail};
-use runtime::config::{self, Accel, Accelerator};
+use anyhow::{Context, Result};
+use runtime::config;
 use runtime::{
     DEFAULT_START_TIMEOUT, DeviceSpec, ExitReason, Hypervisor, HypervisorError, Qemu, StateError,
-    StateRoot, StopMode, Supervision, TemplateRole, VmState, factory, peek, tools::files,
+    StateRoot, StopMode, Supervision, TemplateRole, factory, tools::files,
 };
 use serde_json::json;
 use std::path::Path;
@@ -90,29 +90,7 @@ pub async fn dispatch(cmd: Cmd, root: StateRoot) -> Result<ExitCode> {
             id,
             accel,
             json,
-        } => {
-            let cfg = load_config(&config)?;
-            let accel = match accel.as_deref() {
-                Some("kvm") => Accel::Kvm,
-                Some("tcg") => Accel::Tcg,
-                Some(o) => bail!("--accel must be kvm or tcg, not {o:?}"),
-                None if cfg.accelerator == Accelerator::Kvm => Accel::Kvm,
-                None => Accel::Tcg,
-            };
-            let argv = Qemu::render(&cfg, &root, &id, accel)?;
-            if json {
-                println!("{}", serde_json::to_string(&argv)?);
-            } else {
-                println!(
-                    "{}",
-                    argv.iter()
-                        .map(|a| shell_quote(a))
-                        .collect::<Vec<_>>()
-                        .join(" \\\n    ")
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => crate::show::cmdline(&root, &config, &id, accel.as_deref(), json),
         Cmd::Create {
             config,
             id,
@@ -148,90 +126,14 @@ pub async fn dispatch(cmd: Cmd, root: StateRoot) -> Result<ExitCode> {
             Qemu::attach(root, &id).await?.resume_vm().await?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Status { id, json } => {
-            let st = peek(&root, &id)?;
-            if json {
-                let v = json!({
-                    "id": st.id, "state": st.state.to_string(), "pid": st.pid,
-                    "uuid": st.uuid, "accelerator": st.accelerator,
-                    "dir": root.sandbox_dir(&id), "config": st.config,
-                    "ports": st.ports, "memory_mib": st.memory_mib,
-                    "agent": st.agent, "exit": st.exit, "annotations": st.annotations,
-                });
-                println!("{v}");
-            } else {
-                println!("id:          {}", st.id);
-                println!("state:       {}", st.state);
-                println!(
-                    "pid:         {}",
-                    st.pid.map_or("-".into(), |p| p.to_string())
-                );
-                println!("accelerator: {}", st.accelerator.as_deref().unwrap_or("-"));
-                println!("dir:         {}", root.sandbox_dir(&id).display());
-                for p in &st.ports {
-                    println!(
-                        "port:        127.0.0.1:{} -> guest {} ({})",
-                        p.host,
-                        p.guest,
-                        p.protocol.as_str()
-                    );
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::List { json } => {
-            let mut rows = Vec::new();
-            for id in root.list()? {
-                match peek(&root, &id) {
-                    Ok(st) => {
-                        rows.push(json!({"id": id, "state": st.state.to_string(), "pid": st.pid}))
-                    }
-                    Err(e) => {
-                        rows.push(json!({"id": id, "state": "unknown", "error": e.to_string()}))
-                    }
-                }
-            }
-            if json {
-                println!("{}", serde_json::Value::Array(rows));
-            } else {
-                println!("{:<40} {:<10} PID", "ID", "STATE");
-                for r in rows {
-                    println!(
-                        "{:<40} {:<10} {}",
-                        r["id"].as_str().unwrap_or("?"),
-                        r["state"].as_str().unwrap_or("?"),
-                        r["pid"].as_i64().map_or("-".into(), |p| p.to_string())
-                    );
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Status { id, json } => crate::show::status(&root, &id, json),
+        Cmd::List { json } => crate::show::list(&root, json),
         Cmd::Console {
             id,
             send,
             expect,
             timeout,
-        } => {
-            let st = peek(&root, &id)?;
-            if st.state != VmState::Running && st.state != VmState::Paused {
-                bail!("sandbox {id} is {}; its console is not available", st.state);
-            }
-            let sock = root.sandbox_dir(&id).join(files::CONSOLE);
-            match (send, expect) {
-                (None, None) => crate::console::interactive(&sock).await?,
-                (send, expect) => {
-                    let out = crate::console::send_expect(
-                        &sock,
-                        send.as_deref(),
-                        expect.as_deref(),
-                        Duration::from_secs(timeout),
-                    )
-                    .await?;
-                    print!("{out}");
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => crate::show::console(&root, &id, send, expect, timeout).await,
         Cmd::Template { action } => crate::template::run(action, root).await,
         Cmd::Hotplug(c) => crate::hotplug::run(c, root).await,
         Cmd::Stats { id, json } => crate::stats::run(root, &id, json).await,
@@ -348,7 +250,7 @@ fn round(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
-fn shell_quote(s: &str) -> String {
+pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))

@@ -189,58 +189,54 @@ pub async fn run(cmd: HotplugCmd, root: StateRoot) -> Result<ExitCode> {
             let q = Qemu::attach(root, &id).await?;
             q.hotplug_remove_device(&dev).await?;
         }
-        HotplugCmd::Devices { id, json } => {
-            let st = runtime::peek_record(&root, &id)?;
-            let hp = &st.hotplug;
-            if json {
-                println!("{}", serde_json::to_string(hp)?);
-            } else {
-                println!(
-                    "{:<16} {:<8} {:<16} {:<20} DETAILS",
-                    "ID", "KIND", "DRIVER", "SLOT"
-                );
-                for d in &hp.devices {
-                    let slot = d
-                        .slot
-                        .as_ref()
-                        .map_or("-".into(), |s| format!("{}:{}", s.bridge, s.addr()));
-                    let details: Vec<String> = d
-                        .info
-                        .iter()
-                        .map(|(k, v)| {
-                            format!("{k}={}", v.as_str().map_or(v.to_string(), String::from))
-                        })
-                        .collect();
-                    println!(
-                        "{:<16} {:<8} {:<16} {:<20} {}",
-                        d.id,
-                        d.kind.to_string(),
-                        d.driver,
-                        slot,
-                        details.join(" ")
-                    );
-                }
-                for c in &hp.vcpus {
-                    println!("{:<16} {:<8} {:<16} {:<20} -", c.id, "vcpu", "", "-");
-                }
-                if let Some(m) = &hp.virtio_mem {
-                    let slot = m
-                        .slot
-                        .as_ref()
-                        .map_or("-".into(), |s| format!("{}:{}", s.bridge, s.addr()));
-                    println!(
-                        "{:<16} {:<8} {:<16} {:<20} region_mib={} requested_mib={} size_mib={}",
-                        m.id,
-                        "memory",
-                        "virtio-mem",
-                        slot,
-                        m.region_mib,
-                        m.requested_mib,
-                        m.size_mib
-                    );
-                }
-            }
-        }
+        HotplugCmd::Devices { id, json } => devices(&root, &id, json)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `sandvm devices`: what was hot- or cold-plugged, with slots and details.
+fn devices(root: &StateRoot, id: &str, json: bool) -> Result<()> {
+    let st = runtime::peek_record(root, id)?;
+    let hp = &st.hotplug;
+    if json {
+        println!("{}", serde_json::to_string(hp)?);
+    } else {
+        println!(
+            "{:<16} {:<8} {:<16} {:<20} DETAILS",
+            "ID", "KIND", "DRIVER", "SLOT"
+        );
+        for d in &hp.devices {
+            let slot = d
+                .slot
+                .as_ref()
+                .map_or("-".into(), |s| format!("{}:{}", s.bridge, s.addr()));
+            let details: Vec<String> = d
+                .info
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().map_or(v.to_string(), String::from)))
+                .collect();
+            println!(
+                "{:<16} {:<8} {:<16} {:<20} {}",
+                d.id,
+                d.kind.to_string(),
+                d.driver,
+                slot,
+                details.join(" ")
+            );
+        }
+        for c in &hp.vcpus {
+            println!("{:<16} {:<8} {:<16} {:<20} -", c.id, "vcpu", "", "-");
+        }
+        if let Some(m) = &hp.virtio_mem {
+            let slot = m
+                .slot
+                .as_ref()
+                .map_or("-".into(), |s| format!("{}:{}", s.bridge, s.addr()));
+            println!(
+                "{:<16} {:<8} {:<16} {:<20} region_mib={} requested_mib={} size_mib={}",
+                m.id, "memory", "virtio-mem", slot, m.region_mib, m.requested_mib, m.size_mib
+            );
+        }
+    }
+    Ok(())
 }

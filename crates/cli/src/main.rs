@@ -8,6 +8,7 @@ mod check;
 mod commands;
 mod console;
 mod hotplug;
+mod show;
 mod stats;
 mod template;
 

@@ -133,6 +133,9 @@ pub fn swtpm(
     }
 }
 
+/// Builds an error naming the full key.
+type KeyErr<'a> = &'a dyn Fn(&str, String) -> ConfigError;
+
 /// Check the extras. `err(key, reason)` builds an error naming the full key;
 /// `resolve` anchors relative paths at the config's folder.
 pub fn validate(
@@ -140,7 +143,7 @@ pub fn validate(
     extra_args: Option<&[String]>,
     fw_cfg: Option<&[RawFwCfg]>,
     port_map: Option<&[RawPortMap]>,
-    err: &dyn Fn(&str, String) -> ConfigError,
+    err: KeyErr<'_>,
     resolve: &dyn Fn(&str) -> PathBuf,
 ) -> Result<Extras, ConfigError> {
     let graceful_shutdown_secs = match graceful {
@@ -163,8 +166,23 @@ pub fn validate(
             format!("{a:?} contains a newline or NUL"),
         ));
     }
-    let mut blobs = Vec::new();
-    for (i, b) in fw_cfg.unwrap_or(&[]).iter().enumerate() {
+    Ok(Extras {
+        graceful_shutdown_secs,
+        extra_args,
+        fw_cfg: fw_cfg_blobs(fw_cfg.unwrap_or(&[]), err, resolve)?,
+        port_map: port_forwards(port_map.unwrap_or(&[]), err)?,
+        swtpm: None,
+    })
+}
+
+/// `fw_cfg`: names under `opt/`, each once, with exactly one source.
+fn fw_cfg_blobs(
+    entries: &[RawFwCfg],
+    err: KeyErr<'_>,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<Vec<(String, FwCfgBlob)>, ConfigError> {
+    let mut blobs: Vec<(String, FwCfgBlob)> = Vec::new();
+    for (i, b) in entries.iter().enumerate() {
         let key = format!("fw_cfg[{i}]");
         let name = b
             .name
@@ -197,8 +215,14 @@ pub fn validate(
         };
         blobs.push((name, blob));
     }
-    let mut forwards = Vec::new();
-    for (i, p) in port_map.unwrap_or(&[]).iter().enumerate() {
+    Ok(blobs)
+}
+
+/// `port_map`: guest ports, host ports (0: any), protocols expanded; a
+/// non-zero host port once per protocol.
+fn port_forwards(entries: &[RawPortMap], err: KeyErr<'_>) -> Result<Vec<PortForward>, ConfigError> {
+    let mut forwards: Vec<PortForward> = Vec::new();
+    for (i, p) in entries.iter().enumerate() {
         let key = format!("port_map[{i}]");
         let port = |v: i64, what: &str| {
             u16::try_from(v).map_err(|_| err(&key, format!("{what} port {v} is not 0 to 65535")))
@@ -228,7 +252,7 @@ pub fn validate(
             if host != 0
                 && forwards
                     .iter()
-                    .any(|f: &PortForward| f.host == host && f.protocol == protocol)
+                    .any(|f| f.host == host && f.protocol == protocol)
             {
                 return Err(err(
                     &key,
@@ -245,13 +269,7 @@ pub fn validate(
             });
         }
     }
-    Ok(Extras {
-        graceful_shutdown_secs,
-        extra_args,
-        fw_cfg: blobs,
-        port_map: forwards,
-        swtpm: None,
-    })
+    Ok(forwards)
 }
 
 /// Host ports QEMU bound for each forward, from HMP `info usernet`

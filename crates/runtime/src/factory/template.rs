@@ -2,7 +2,7 @@
 //! save its device state, then start clones from it that share its memory
 //! copy-on-write. This is orchestration above the backend: it creates,
 //! starts and saves a sandbox through the [`Hypervisor`] trait and the
-//! [`Qemu`] handle; the plan renders the roles ([`crate::plan::template`]).
+//! [`Qemu`] handle; the plan renders the roles.
 //!
 //! ```text
 //! template create: template VM, memory-backend-file <template_path>/memory share=on

@@ -229,3 +229,203 @@ fn no_hotplug_range_means_no_slots_and_no_maxmem() {
         (Some(10), Some(1024))
     );
 }
+
+fn args_of(c: &HypervisorConfig) -> String {
+    built(c).to_args().join(" ")
+}
+
+#[test]
+fn the_agent_channel_is_a_virtio_serial_port_by_default() {
+    let a = args_of(&cfg(""));
+    assert!(
+        a.contains(
+            "-chardev socket,id=charagent0,path=/run/sandvm/t/agent.sock,server=on,wait=off"
+        ),
+        "{a}"
+    );
+    assert!(
+        a.contains("-device virtserialport,id=agent0,chardev=charagent0,name=agent.channel.0"),
+        "{a}"
+    );
+    // With a legacy serial console, the port still gets a virtio-serial controller.
+    let a = args_of(&cfg("use_legacy_serial = true"));
+    assert!(a.contains("-device virtio-serial-pci,id=serial0"), "{a}");
+    assert!(a.contains("name=agent.channel.0"), "{a}");
+    let a = args_of(&cfg("agent_channel = \"none\""));
+    assert!(!a.contains("agent"), "{a}");
+}
+
+#[test]
+fn hybrid_vsock_connects_to_the_daemon_and_shares_guest_memory() {
+    let c = cfg("agent_channel = \"hybrid-vsock\"\nvsock_daemon = \"/opt/vhost-device-vsock\"");
+    let a = args_of(&c);
+    assert!(
+        a.contains("-chardev socket,id=charagent0,path=/run/sandvm/t/vhost-vsock.sock"),
+        "{a}"
+    );
+    assert!(
+        a.contains("-device vhost-user-vsock-pci,id=agent0,chardev=charagent0"),
+        "{a}"
+    );
+    assert!(!a.contains("virtserialport"), "{a}");
+    // vhost-user needs the guest's memory shared with the daemon.
+    match mem(&c).0 {
+        Some(Object::MemoryBackendFile {
+            mem_path, share, ..
+        }) => assert_eq!((mem_path.as_str(), share), (SHM_DIR, Some(true))),
+        o => panic!("{o:?}"),
+    }
+    let args = agent::vsock_daemon_args(Path::new("/run/sandvm/t"));
+    assert_eq!(
+        args,
+        [
+            "--vm",
+            "guest-cid=3,socket=/run/sandvm/t/vhost-vsock.sock,uds-path=/run/sandvm/t/vsock.sock"
+        ]
+    );
+}
+
+#[test]
+fn kernel_vsock_gets_a_cid_from_the_uuid() {
+    let a = args_of(&cfg("agent_channel = \"vsock\""));
+    let cid = agent::vsock_cid("00000000-0000-0000-0000-000000000000");
+    assert!(cid >= agent::MIN_GUEST_CID);
+    assert_ne!(
+        cid,
+        agent::vsock_cid("00000000-0000-0000-0000-000000000001")
+    );
+    assert!(
+        a.contains(&format!(
+            "-device vhost-vsock-pci,id=agent0,guest-cid={cid}"
+        )),
+        "{a}"
+    );
+}
+
+#[test]
+fn an_image_off_nvdimm_is_a_read_only_first_disk() {
+    let c = cfg("image = \"/img/root.img\"\ndisable_image_nvdimm = true");
+    let q = planned_for_test(&c, Accel::Tcg, Some(64 << 20));
+    let a = q.to_args().join(" ");
+    assert!(
+        a.contains(
+            "-drive if=none,id=rootdisk,file=/img/root.img,format=raw,aio=io_uring,readonly=on"
+        ),
+        "{a}"
+    );
+    assert!(
+        a.contains("-device virtio-blk-pci,id=rootdisk-dev,drive=rootdisk"),
+        "{a}"
+    );
+    assert!(a.contains("root=/dev/vda1 ro"), "{a}");
+    assert_eq!(q.machine.get("nvdimm"), None);
+    q.validate().unwrap();
+}
+
+fn cold(id: &str, spec: coldplug::ColdSpec, slot: Option<u32>) -> coldplug::ColdDevice {
+    coldplug::ColdDevice {
+        id: id.into(),
+        kind: crate::types::DeviceKind::Block,
+        driver: String::new(),
+        slot: slot.map(|s| pci::SlotAddr {
+            bridge: "pci-bridge-0".into(),
+            slot: s,
+        }),
+        scsi: None,
+        devno: None,
+        spec,
+    }
+}
+
+#[test]
+fn cold_plugged_devices_are_rendered_on_their_slots_with_tap_fds_from_5() {
+    let c = cfg("block_device_driver = \"virtio-blk\"");
+    let layout = Layout::new(&c, None);
+    let devices = [
+        cold(
+            "d0",
+            coldplug::ColdSpec::Block {
+                path: "/img/d0.img".into(),
+                readonly: true,
+            },
+            Some(1),
+        ),
+        cold(
+            "n0",
+            coldplug::ColdSpec::Net {
+                mac: "02:00:00:00:00:01".into(),
+                tap: Some("tap0".into()),
+                vhost: false,
+            },
+            Some(2),
+        ),
+        cold(
+            "n1",
+            coldplug::ColdSpec::Net {
+                mac: "02:00:00:00:00:02".into(),
+                tap: None,
+                vhost: true,
+            },
+            Some(3),
+        ),
+        cold(
+            "v0",
+            coldplug::ColdSpec::Vfio {
+                host: "0000:01:00.0".into(),
+                root_port: None,
+            },
+            Some(4),
+        ),
+    ];
+    let q = plan(&PlanInput {
+        cfg: &c,
+        layout: &layout,
+        accel: Accel::Tcg,
+        id: "t",
+        uuid: "00000000-0000-0000-0000-000000000000",
+        dir: Path::new("/run/sandvm/t"),
+        role: None,
+        agent: None,
+        cold: &devices,
+    })
+    .unwrap();
+    let a = q.to_args().join(" ");
+    assert!(
+        a.contains(
+            "-drive if=none,id=drive-d0,file=/img/d0.img,format=raw,aio=io_uring,readonly=on"
+        ),
+        "{a}"
+    );
+    assert!(
+        a.contains("-device virtio-blk-pci,id=d0,bus=pci-bridge-0,addr=1,drive=drive-d0"),
+        "{a}"
+    );
+    assert!(a.contains("-netdev tap,id=netdev-n0,fd=5"), "{a}");
+    assert!(a.contains("-netdev tap,id=netdev-n1,fd=6,vhost=on"), "{a}");
+    assert!(
+        a.contains("-device virtio-net-pci,id=n1,bus=pci-bridge-0,addr=3,netdev=netdev-n1,mac=02:00:00:00:00:02"),
+        "{a}"
+    );
+    assert!(
+        a.contains("-device vfio-pci,id=v0,bus=pci-bridge-0,addr=4,host=0000:01:00.0"),
+        "{a}"
+    );
+    // Kata's PCI path: bridge 0 sits in root slot 2.
+    assert_eq!(
+        devices[1].placement(&layout),
+        crate::types::Placement::Pci {
+            path: "02/02".into()
+        }
+    );
+}
+
+#[test]
+fn nested_bridges_add_the_root_port_to_the_pci_path() {
+    let c = cfg("firmware = \"/usr/share/ovmf/OVMF.fd\"");
+    let layout = Layout::new(&c, None);
+    let s = pci::SlotAddr {
+        bridge: "pci-bridge-0".into(),
+        slot: 5,
+    };
+    assert_eq!(bridges::pci_path(&layout, &s), "02/00/05");
+}

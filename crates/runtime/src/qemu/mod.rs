@@ -132,7 +132,7 @@ impl Qemu {
         status::force_cleanup(root, id).await
     }
 
-    /// The argv (argv[0] is the QEMU binary) a sandbox `id` of `config` gets
+    /// The argv (`argv[0]` is the QEMU binary) a sandbox `id` of `config` gets
     /// under `accel`, without starting anything.
     pub fn render(
         config: &HypervisorConfig,

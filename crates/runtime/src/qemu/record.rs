@@ -66,7 +66,7 @@ pub struct AgentState {
 /// What `state.json` holds for a QEMU sandbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QemuRecord {
-    /// Layout version ([`STATE_VERSION`]).
+    /// Layout version (`STATE_VERSION`, 2).
     pub version: u32,
     /// Sandbox id.
     pub id: String,

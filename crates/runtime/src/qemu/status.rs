@@ -146,3 +146,49 @@ fn is_ours(pid: i32) -> bool {
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::config::{GuestArch, HostInfo, parse_str};
+    use std::path::Path;
+
+    /// Capabilities of a config with 256 MiB boot memory and `extra`.
+    fn caps(extra: &str) -> Capabilities {
+        let host = HostInfo {
+            cpus: 4,
+            mem_mib: 8192,
+            arch: GuestArch::X86_64,
+        };
+        let text = format!("[hypervisor.qemu]\nkernel = \"/k\"\ndefault_memory = 256\n{extra}\n");
+        let cfg = parse_str(Path::new("/c.toml"), &text, &host)
+            .unwrap()
+            .config;
+        capabilities(&cfg, None)
+    }
+
+    const ROOMY: &str = "shared_fs = \"none\"\ndefault_maxmemory = 1024\ndefault_maxvcpus = 2\n";
+
+    #[test]
+    fn capabilities_tell_the_truth_for_the_machine() {
+        let q35 = caps(ROOMY);
+        assert!(q35.block_hotplug && q35.net_hotplug && q35.cpu_hotplug && q35.memory_hotplug);
+        assert!(!q35.multi_queue, "sandvm's NICs have one queue pair");
+        assert!(!q35.fs_sharing && q35.agent_channel);
+        let micro = caps(&format!(
+            "{ROOMY}machine_type = \"microvm\"\nblock_device_driver = \"virtio-blk\""
+        ));
+        assert!(!micro.block_hotplug && !micro.net_hotplug && !micro.cpu_hotplug);
+        assert!(!micro.memory_hotplug);
+        let s390 = caps(&format!(
+            "{ROOMY}guest_arch = \"s390x\"\nmachine_type = \"s390-ccw-virtio\""
+        ));
+        assert!(s390.block_hotplug && s390.net_hotplug);
+        let fixed = caps(
+            "shared_fs = \"none\"\ndefault_maxmemory = 256\ndefault_maxvcpus = 1\nagent_channel = \"none\"",
+        );
+        assert!(!fixed.memory_hotplug && !fixed.cpu_hotplug && !fixed.agent_channel);
+        assert!(caps("shared_fs = \"virtio-fs\"").fs_sharing);
+    }
+}

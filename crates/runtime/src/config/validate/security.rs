@@ -1,5 +1,6 @@
 //! Security keys: `seccompsandbox` (parsed once, here), `qemu_uid`,
-//! `qemu_gid`, `qemu_groups`, `selinux_label`.
+//! `qemu_gid`, `qemu_groups`, `selinux_label`, and the regexes of
+//! `enable_annotations`.
 
 use super::{Ctx, k};
 use crate::config::ConfigError;
@@ -20,6 +21,11 @@ pub(super) fn check(cx: &Ctx<'_>, raw: &RawQemu) -> Result<Security, ConfigError
             SeccompSandbox::parse(s).map_err(|e| cx.err(&k("seccompsandbox"), e.to_string()))?,
         ),
     };
+    // Checked here so a bad list fails at load, not at the first annotation.
+    for re in raw.enable_annotations.iter().flatten() {
+        regex::Regex::new(&format!("^(?:{re})$"))
+            .map_err(|e| cx.err(&k("enable_annotations"), format!("bad regex {re:?}: {e}")))?;
+    }
     let selinux_label = match raw.selinux_label.as_deref() {
         None | Some("") => None,
         Some(l) if l.contains('\0') || l.contains('\n') => {

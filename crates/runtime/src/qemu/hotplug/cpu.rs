@@ -99,106 +99,103 @@ impl Core {
             });
         }
         let c = self.qmp().await?.clone();
-        let old = c
-            .query_cpus_fast()
-            .await
-            .map_err(HypervisorError::qmp("query-cpus-fast"))?
-            .len() as u32;
-        if n > old {
-            let slots = c
-                .query_hotpluggable_cpus()
+        let count = |c: qmp::Client| async move {
+            c.query_cpus_fast()
                 .await
-                .map_err(HypervisorError::qmp("query-hotpluggable-cpus"))?;
-            let want = (n - old) as usize;
-            // QEMU's multi-threaded TCG gives each vCPU thread a translation
-            // context out of maxcpus, and an unplugged vCPU never returns its
-            // context: plugging a vCPU again past that count aborts QEMU
-            // (tcg_register_thread). Refuse instead. KVM has no such limit.
-            let tcg = self.state.as_ref().and_then(|s| s.accelerator.as_deref()) == Some("tcg");
-            let started = self.config.vcpus as usize
-                + self
-                    .state
-                    .as_ref()
-                    .map_or(0, |s| s.hotplug.vcpus_ever_added as usize);
-            if tcg && started + want > max as usize {
-                return Err(HypervisorError::OutOfRange {
-                    what: format!("add {want} vCPUs under TCG"),
-                    reason: format!(
-                        "QEMU's multi-threaded TCG has {max} vCPU thread contexts and {started} were used (unplugged vCPUs do not return theirs); under KVM this limit does not apply"
-                    ),
-                });
-            }
-            let free = pick_free(&slots, want);
-            if free.len() < want {
-                return Err(HypervisorError::OutOfRange {
-                    what: format!("add {want} vCPUs"),
-                    reason: format!("QEMU has only {} free CPU slots", free.len()),
-                });
-            }
-            let mut added: Vec<PluggedCpu> = Vec::new();
-            for slot in free {
-                let id = cpu_id(&slot.props);
-                let props = cpu_props(&slot.props);
-                if let Err(e) = c.device_add(&slot.cpu_type, &id, props.clone()).await {
-                    // Undo this call's CPUs, newest first.
-                    let undos: Vec<_> = added
-                        .iter()
-                        .map(|a| super::QmpCall::new("device_del", json!({ "id": a.id })))
-                        .collect();
-                    for u in undos.iter().rev() {
-                        if let Some(id) = u.arguments["id"].as_str()
-                            && let Err(e) = unplug_cpu(&c, id).await
-                        {
-                            tracing::warn!(id, error = %e, "rollback of a vCPU failed");
-                        }
-                    }
-                    return Err(HypervisorError::Qmp {
-                        op: "device_add (vCPU)",
-                        source: e,
-                    });
-                }
-                added.push(PluggedCpu { id, props });
-            }
-            let st = self.record_mut("resize vCPUs")?;
-            st.hotplug.vcpus_ever_added += added.len() as u32;
-            st.hotplug.vcpus.extend(added);
-            self.save()?;
+                .map(|v| v.len() as u32)
+                .map_err(HypervisorError::qmp("query-cpus-fast"))
+        };
+        let old = count(c.clone()).await?;
+        if n > old {
+            self.add_vcpus(&c, (n - old) as usize).await?;
         } else if n < old {
-            let remove = (old - n) as usize;
-            let have = self.state.as_ref().map_or(0, |s| s.hotplug.vcpus.len());
-            if remove > have {
-                return Err(HypervisorError::OutOfRange {
-                    what: format!("remove {remove} vCPUs"),
-                    reason: format!("only {have} were hot-added (boot vCPUs stay)"),
-                });
-            }
-            for _ in 0..remove {
-                let Some(cpu) = self
-                    .state
-                    .as_ref()
-                    .and_then(|s| s.hotplug.vcpus.last())
-                    .cloned()
-                else {
-                    break;
-                };
-                let r = unplug_cpu(&c, &cpu.id).await;
-                if let Err(e) = r {
-                    self.save()?;
-                    return Err(HypervisorError::Qmp {
-                        op: "device_del (vCPU)",
-                        source: e,
-                    });
-                }
-                self.record_mut("resize vCPUs")?.hotplug.vcpus.pop();
-            }
-            self.save()?;
+            self.remove_vcpus(&c, (old - n) as usize).await?;
         }
-        let new = c
-            .query_cpus_fast()
-            .await
-            .map_err(HypervisorError::qmp("query-cpus-fast"))?
-            .len() as u32;
+        let new = count(c).await?;
         info!(old, new, "vCPUs resized");
         Ok((old, new))
+    }
+
+    /// Plug `want` vCPUs into free slots; on a failure, unplug this call's.
+    async fn add_vcpus(&mut self, c: &qmp::Client, want: usize) -> Result<()> {
+        let max = self.config.max_vcpus;
+        let slots = c
+            .query_hotpluggable_cpus()
+            .await
+            .map_err(HypervisorError::qmp("query-hotpluggable-cpus"))?;
+        // QEMU's multi-threaded TCG gives each vCPU thread a translation
+        // context out of maxcpus, and an unplugged vCPU never returns its
+        // context: plugging a vCPU again past that count aborts QEMU
+        // (tcg_register_thread). Refuse instead. KVM has no such limit.
+        let st = self.record_mut("resize vCPUs")?;
+        let tcg = st.accelerator.as_deref() == Some("tcg");
+        let started = st.config.vcpus as usize + st.hotplug.vcpus_ever_added as usize;
+        if tcg && started + want > max as usize {
+            return Err(HypervisorError::OutOfRange {
+                what: format!("add {want} vCPUs under TCG"),
+                reason: format!(
+                    "QEMU's multi-threaded TCG has {max} vCPU thread contexts and {started} were used (unplugged vCPUs do not return theirs); under KVM this limit does not apply"
+                ),
+            });
+        }
+        let free = pick_free(&slots, want);
+        if free.len() < want {
+            return Err(HypervisorError::OutOfRange {
+                what: format!("add {want} vCPUs"),
+                reason: format!("QEMU has only {} free CPU slots", free.len()),
+            });
+        }
+        let mut added: Vec<PluggedCpu> = Vec::new();
+        for slot in free {
+            let id = cpu_id(&slot.props);
+            let props = cpu_props(&slot.props);
+            if let Err(e) = c.device_add(&slot.cpu_type, &id, props.clone()).await {
+                // Undo this call's CPUs, newest first.
+                for a in added.iter().rev() {
+                    if let Err(e) = unplug_cpu(c, &a.id).await {
+                        tracing::warn!(id = %a.id, error = %e, "rollback of a vCPU failed");
+                    }
+                }
+                return Err(HypervisorError::Qmp {
+                    op: "device_add (vCPU)",
+                    source: e,
+                });
+            }
+            added.push(PluggedCpu { id, props });
+        }
+        let st = self.record_mut("resize vCPUs")?;
+        st.hotplug.vcpus_ever_added += added.len() as u32;
+        st.hotplug.vcpus.extend(added);
+        self.save()
+    }
+
+    /// Unplug the `remove` newest hot-added vCPUs.
+    async fn remove_vcpus(&mut self, c: &qmp::Client, remove: usize) -> Result<()> {
+        let have = self.state.as_ref().map_or(0, |s| s.hotplug.vcpus.len());
+        if remove > have {
+            return Err(HypervisorError::OutOfRange {
+                what: format!("remove {remove} vCPUs"),
+                reason: format!("only {have} were hot-added (boot vCPUs stay)"),
+            });
+        }
+        for _ in 0..remove {
+            let Some(cpu) = self
+                .state
+                .as_ref()
+                .and_then(|s| s.hotplug.vcpus.last())
+                .cloned()
+            else {
+                break;
+            };
+            if let Err(e) = unplug_cpu(c, &cpu.id).await {
+                self.save()?;
+                return Err(HypervisorError::Qmp {
+                    op: "device_del (vCPU)",
+                    source: e,
+                });
+            }
+            self.record_mut("resize vCPUs")?.hotplug.vcpus.pop();
+        }
+        self.save()
     }
 }
