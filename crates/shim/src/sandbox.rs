@@ -1,0 +1,238 @@
+//! One sandbox: its VM (the runtime's [`Qemu`] handle), its share folder,
+//! and the agent in its guest. Booted by the first container of a shim,
+//! torn down with the last one (or the pod's sandbox container), or when the
+//! VM ends by itself.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runtime::{
+    AgentSocket, CreateOptions, ExitReason, Hypervisor, HypervisorConfig, Qemu, StateRoot, StopMode,
+};
+use sandvm_agent_protocol::agent::CreateSandboxRequest;
+use sandvm_agent_protocol::agent_ttrpc::AgentServiceClient;
+use sandvm_agent_protocol::{AgentEndpoint, SHARED_FS_TAG, ctx, wait_ready};
+use tokio::sync::{Mutex, watch};
+
+use crate::error::ShimError;
+use crate::share::{Share, blocking};
+
+/// Exit status of processes whose VM ended by itself (QEMU killed or
+/// crashed, a guest panic, a daemon's death).
+pub const VM_DIED_STATUS: u32 = 255;
+
+/// Exit status of processes still running when the shim stops their VM
+/// (128 + SIGKILL, as if killed).
+pub const KILLED_STATUS: u32 = 137;
+
+/// How long QEMU may take to come up (QMP negotiated).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the guest may take to boot until its agent answers (TCG on a
+/// loaded host is slow; a VM that dies meanwhile fails the wait at once).
+const AGENT_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Deadline of one short agent call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a sandbox boots from.
+#[derive(Debug, Clone)]
+pub struct BootSpec {
+    /// The sandvm sandbox id.
+    pub sid: String,
+    /// The state root.
+    pub root: StateRoot,
+    /// The checked config.
+    pub config: HypervisorConfig,
+    /// `io.katacontainers.config.hypervisor.*` annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// The guest's hostname ("" keeps the guest's).
+    pub hostname: String,
+}
+
+/// A running sandbox.
+pub struct Sandbox {
+    /// The sandvm sandbox id.
+    pub sid: String,
+    /// The VM.
+    pub vm: Qemu,
+    /// The agent's container and process service.
+    pub agent: AgentServiceClient,
+    /// The share folder.
+    pub share: Share,
+    /// QEMU's pid: the pid containerd sees for every task of the sandbox.
+    pub pid: u32,
+    /// `Some(status)` once the VM is gone: the status its processes get.
+    ended: watch::Sender<Option<u32>>,
+    torn_down: Mutex<bool>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("sid", &self.sid)
+            .field("pid", &self.pid)
+            .field("ended", &self.end_status())
+            .finish_non_exhaustive()
+    }
+}
+
+fn endpoint(s: AgentSocket) -> AgentEndpoint {
+    match s {
+        AgentSocket::Serial { path } => AgentEndpoint::Serial { path },
+        AgentSocket::HybridVsock { path, port } => AgentEndpoint::HybridVsock { path, port },
+        AgentSocket::Vsock { cid, port } => AgentEndpoint::Vsock { cid, port },
+    }
+}
+
+impl Sandbox {
+    /// Makes the share folder, creates and starts the VM, waits for the
+    /// agent and creates the guest's sandbox; starts watching the VM. On
+    /// failure nothing is left: no QEMU, daemon, folder or mount.
+    pub async fn boot(b: BootSpec) -> Result<Arc<Sandbox>, ShimError> {
+        let sid = b.sid.clone();
+        let path = Share::path_for(&b.root, &sid);
+        let share = blocking(move || Share::create(path)).await?;
+        let vm = Qemu::new(b.root.clone(), b.config.clone());
+        let agent = match Self::start(&vm, &share, &b).await {
+            Ok(a) => a,
+            Err(e) => {
+                if let Err(se) = vm.stop_with(StopMode::Force).await {
+                    tracing::debug!(sid, error = %se, "cleanup of a failed boot");
+                }
+                let s = share.clone();
+                if let Err(me) = blocking(move || s.destroy()).await {
+                    tracing::warn!(sid, error = %me, "cannot clear the share folder of a failed boot");
+                }
+                return Err(e);
+            }
+        };
+        let pid = vm
+            .record()
+            .and_then(|r| r.pid)
+            .and_then(|p| u32::try_from(p).ok())
+            .unwrap_or(0);
+        let sb = Arc::new(Sandbox {
+            sid,
+            vm,
+            agent,
+            share,
+            pid,
+            ended: watch::Sender::new(None),
+            torn_down: Mutex::new(false),
+        });
+        tokio::spawn(watch_vm(Arc::clone(&sb)));
+        tracing::info!(sid = %sb.sid, pid, "sandbox running");
+        Ok(sb)
+    }
+
+    async fn start(
+        vm: &Qemu,
+        share: &Share,
+        b: &BootSpec,
+    ) -> Result<AgentServiceClient, ShimError> {
+        let hv = |what| {
+            let sid = b.sid.clone();
+            move |source| ShimError::Hypervisor {
+                sid,
+                what,
+                source: Box::new(source),
+            }
+        };
+        let opts = CreateOptions {
+            share: Some(share.shared()),
+            annotations: b.annotations.clone(),
+            ..CreateOptions::default()
+        };
+        vm.create_vm(&b.sid, opts).await.map_err(hv("create"))?;
+        vm.start_vm(START_TIMEOUT).await.map_err(hv("start"))?;
+        let ep = endpoint(vm.get_agent_socket().map_err(hv("find the agent socket"))?);
+        tracing::info!(sid = %b.sid, endpoint = %ep, "waiting for the agent");
+        let client = tokio::select! {
+            r = wait_ready(&ep, AGENT_TIMEOUT) => r.map_err(|source| ShimError::Connect {
+                sid: b.sid.clone(),
+                source,
+            })?,
+            exit = vm.wait_vm() => {
+                let why = exit.map(|e| e.to_string()).unwrap_or_else(|e| e.to_string());
+                return Err(ShimError::State(format!(
+                    "Sandbox {}: the VM ended while it booted: {why}", b.sid
+                )));
+            }
+        };
+        tracing::info!(sid = %b.sid, agent = %client.versions.build, "agent ready");
+        let req = CreateSandboxRequest {
+            sandbox_id: b.sid.clone(),
+            hostname: b.hostname.clone(),
+            shared_fs_tag: SHARED_FS_TAG.to_string(),
+            ..Default::default()
+        };
+        client
+            .agent
+            .create_sandbox(ctx(CALL_TIMEOUT), &req)
+            .await
+            .map_err(ShimError::agent("CreateSandbox"))?;
+        Ok(client.agent)
+    }
+
+    /// Watches for the VM's end: resolves to `Some(status)` once it is gone.
+    pub fn ended(&self) -> watch::Receiver<Option<u32>> {
+        self.ended.subscribe()
+    }
+
+    /// The status processes get, once the VM is gone.
+    pub fn end_status(&self) -> Option<u32> {
+        *self.ended.borrow()
+    }
+
+    /// Stops the VM on purpose (its last container is deleted): processes
+    /// still running exit as killed.
+    pub async fn shutdown(&self) {
+        self.teardown(KILLED_STATUS).await;
+    }
+
+    /// Marks the sandbox ended with `status`, kills QEMU (and its daemons),
+    /// removes the sandbox folder and the share folder. Idempotent.
+    async fn teardown(&self, status: u32) {
+        let mut done = self.torn_down.lock().await;
+        if *done {
+            return;
+        }
+        self.ended.send_if_modified(|s| {
+            if s.is_none() {
+                *s = Some(status);
+                true
+            } else {
+                false
+            }
+        });
+        match self.vm.stop_with(StopMode::Force).await {
+            Ok(r) => tracing::info!(sid = %self.sid, outcome = %r.outcome, "sandbox stopped"),
+            Err(e) => tracing::warn!(sid = %self.sid, error = %e, "cannot stop the sandbox"),
+        }
+        let share = self.share.clone();
+        if let Err(e) = blocking(move || share.destroy()).await {
+            tracing::warn!(sid = %self.sid, error = %e, "cannot clear the share folder");
+        }
+        *done = true;
+    }
+}
+
+/// Waits for the VM's end; one the shim did not ask for ends every process
+/// of the sandbox with [`VM_DIED_STATUS`] and tears the sandbox down.
+async fn watch_vm(sb: Arc<Sandbox>) {
+    match sb.vm.wait_vm().await {
+        Ok(exit) if exit.reason == ExitReason::Stopped => {
+            tracing::debug!(sid = %sb.sid, "VM stopped by the shim");
+        }
+        Ok(exit) => {
+            tracing::warn!(sid = %sb.sid, %exit, "the sandbox VM ended");
+            sb.teardown(VM_DIED_STATUS).await;
+        }
+        Err(e) => {
+            tracing::warn!(sid = %sb.sid, error = %e, "cannot wait for the sandbox VM");
+            sb.teardown(VM_DIED_STATUS).await;
+        }
+    }
+}
