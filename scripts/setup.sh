@@ -179,7 +179,7 @@ if wanted vhost-device-vsock; then
 fi
 if wanted cargo-fuzz; then cargo_fuzz_step; fi
 if wanted apt-extra; then
-  # Tests run their own containerd (tests/src/containerd.rs); say so when the
+  # Tests run their own containerd (tests/src/containerd/); say so when the
   # package left a system one running, and leave it alone.
   if [ -S /run/containerd/containerd.sock ]; then
     echo "setup: note: a system containerd listens on /run/containerd/containerd.sock; tests never use it"
