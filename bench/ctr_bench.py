@@ -111,7 +111,7 @@ class PrivateContainerd:
         return self.ctr(what, "list", "--quiet", check=False).stdout.split()
 
     def shim_pids(self) -> list[int]:
-        key = str(self.dir).encode()
+        key = f"{self.dir}/".encode()  # with the /: sctd-bench-1 never matches sctd-bench-10
         out = []
         for p in Path("/proc").iterdir():
             if p.name.isdigit() and int(p.name) not in (os.getpid(), self.proc.pid):
@@ -123,7 +123,7 @@ class PrivateContainerd:
         return out
 
     def mounts(self) -> list[str]:
-        key = str(self.dir)
+        key = f"{self.dir}/"
         return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
                 if line.split()[4].startswith(key)]
 

@@ -156,3 +156,35 @@ fn cri_plugin_with_a_sandvm_handler() {
     assert!(images.lines().any(|l| l == TEST_IMAGE), "{images}");
     cd.assert_clean();
 }
+
+/// A test that panics with a task running still leaves nothing: the drop runs
+/// while the panic unwinds.
+#[test]
+fn cleanup_runs_when_a_test_panics() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let r = std::thread::spawn(move || {
+        let cd = Containerd::start_default();
+        let img = cd.import_test_image();
+        cd.ctr_ok(&["run", "--detach", img, "doomed", "sleep", "600"]);
+        let l = cd.leftovers();
+        tx.send((
+            cd.dir().to_path_buf(),
+            l,
+            cd.shim_socket(cd.namespace(), "doomed"),
+        ))
+        .unwrap();
+        panic!("a failing test");
+    })
+    .join();
+    assert!(r.is_err());
+    let (dir, l, socket) = rx.recv().unwrap();
+    assert!(!dir.exists(), "{} is still there", dir.display());
+    assert!(!socket.exists());
+    for p in l
+        .cgroup_processes
+        .iter()
+        .chain(l.processes.iter().map(|(p, _)| p))
+    {
+        assert!(!sandvm_tests::process_alive(*p), "pid {p} still runs");
+    }
+}

@@ -9,7 +9,7 @@ use nix::unistd::Pid;
 use super::host::{
     cgroup_mounts, cgroup_procs, is_socket, mounts_under, read_dir_paths, remove_cgroup, walk,
 };
-use super::{CLEANUP_TIMEOUT, Containerd, RUNC_ROOT, STOP_TIMEOUT, tail};
+use super::{Containerd, RUNC_ROOT, STOP_TIMEOUT, tail};
 use crate::{eventually, processes_mentioning};
 
 /// What a test left behind in (or because of) its private containerd.
@@ -57,7 +57,7 @@ impl Containerd {
         let own_sockets = [self.address(), self.ttrpc_address(), self.debug_address()];
         let seen = self.containers_seen();
         let mut l = Leftovers {
-            processes: processes_mentioning(&self.dir)
+            processes: processes_mentioning(&self.dir_prefix())
                 .into_iter()
                 .filter(|(p, _)| !mine.contains(p))
                 .collect(),
@@ -91,11 +91,8 @@ impl Containerd {
         if self.containerd.is_some() {
             for ns in self.namespaces() {
                 let q = |args: &[&str]| -> Vec<String> {
-                    let out = self.ctr_in(&ns, args, CLEANUP_TIMEOUT);
-                    String::from_utf8_lossy(&out.stdout)
-                        .lines()
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
+                    self.ctr_lines(&ns, args)
+                        .into_iter()
                         .map(|s| format!("{ns}/{s}"))
                         .collect()
                 };
@@ -156,19 +153,11 @@ impl Containerd {
     /// Delete every task and container while containerd runs (bounded).
     fn delete_all(&self) {
         for ns in self.namespaces() {
-            let list = |what: &str| -> Vec<String> {
-                let out = self.ctr_in(&ns, &[what, "list", "--quiet"], CLEANUP_TIMEOUT);
-                String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            };
-            for id in list("tasks") {
-                self.ctr_in(&ns, &["tasks", "delete", "--force", &id], CLEANUP_TIMEOUT);
+            for id in self.ctr_lines(&ns, &["tasks", "list", "--quiet"]) {
+                self.ctr_lines(&ns, &["tasks", "delete", "--force", &id]);
             }
-            for id in list("containers") {
-                self.ctr_in(&ns, &["containers", "delete", &id], CLEANUP_TIMEOUT);
+            for id in self.ctr_lines(&ns, &["containers", "list", "--quiet"]) {
+                self.ctr_lines(&ns, &["containers", "delete", &id]);
             }
         }
     }
@@ -188,7 +177,7 @@ impl Drop for Containerd {
         }
         // Shims (their command line names the gRPC address), QEMU and daemons
         // under the folder, then whatever still runs in the containers' cgroups.
-        let mut pids: Vec<i32> = processes_mentioning(&self.dir)
+        let mut pids: Vec<i32> = processes_mentioning(&self.dir_prefix())
             .into_iter()
             .map(|(p, _)| p)
             .collect();

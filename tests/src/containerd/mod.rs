@@ -147,6 +147,14 @@ impl Containerd {
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let dir = PathBuf::from(format!("/tmp/sctd-{pid}-{n}"));
+        // A folder left by an earlier process of the same pid: never remove
+        // through a mount.
+        let stale = mounts_under(&dir);
+        assert!(
+            stale.is_empty(),
+            "{} is still mounted: {stale:?}",
+            dir.display()
+        );
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut cd = Containerd {
@@ -349,16 +357,49 @@ impl Containerd {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Run `ctr ARGS` in `namespace` ("" for none) with a deadline.
+    /// Run `ctr ARGS` in `namespace` ("" for none) with a deadline; one that
+    /// cannot run or hangs fails the test.
     pub fn ctr_in(&self, namespace: &str, args: &[&str], timeout: Duration) -> Output {
+        self.try_ctr_in(namespace, args, timeout)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e}\ncontainerd's log (last lines):\n{}",
+                    tail(&self.log(), 40)
+                )
+            })
+    }
+
+    /// As [`Containerd::ctr_in`], with an error instead of a panic (for the
+    /// cleanup, which must not panic while a failed test unwinds).
+    fn try_ctr_in(
+        &self,
+        namespace: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<Output, String> {
         let child = self
             .ctr_command_in(namespace)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("cannot spawn ctr");
+            .map_err(|e| format!("cannot spawn ctr: {e}"))?;
         wait_output(child, timeout, &format!("ctr {args:?}"))
+    }
+
+    /// The stdout lines of `ctr ARGS` in `namespace`, trimmed, empty ones left
+    /// out; none when `ctr` fails (containerd stopped, a hang). For the cleanup.
+    fn ctr_lines(&self, namespace: &str, args: &[&str]) -> Vec<String> {
+        self.try_ctr_in(namespace, args, CLEANUP_TIMEOUT)
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Import an OCI or Docker image archive into this containerd's namespace;
@@ -419,13 +460,13 @@ impl Containerd {
 
     /// The namespaces containerd knows.
     fn namespaces(&self) -> Vec<String> {
-        let out = self.ctr_in("", &["namespaces", "list", "--quiet"], CLEANUP_TIMEOUT);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect()
+        self.ctr_lines("", &["namespaces", "list", "--quiet"])
+    }
+
+    /// This folder as a prefix of paths in command lines: with its trailing
+    /// `/`, so that `/tmp/sctd-1-1` never matches `/tmp/sctd-1-10`.
+    fn dir_prefix(&self) -> PathBuf {
+        PathBuf::from(format!("{}/", self.dir.display()))
     }
 }
 
@@ -462,18 +503,18 @@ fn copy_lines(
 }
 
 /// Wait for `child`'s output, at most `timeout`; past it the child is killed
-/// and the test fails naming `what`.
-fn wait_output(child: Child, timeout: Duration, what: &str) -> Output {
+/// and the error names `what`.
+fn wait_output(child: Child, timeout: Duration, what: &str) -> Result<Output, String> {
     let pid = child.id() as i32;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
     match rx.recv_timeout(timeout) {
-        Ok(out) => out.unwrap_or_else(|e| panic!("{what}: {e}")),
+        Ok(out) => out.map_err(|e| format!("{what}: {e}")),
         Err(_) => {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            panic!("{what} hung: no exit after {timeout:?}");
+            Err(format!("{what} hung: no exit after {timeout:?}"))
         }
     }
 }
@@ -521,6 +562,12 @@ fn tail(s: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[should_panic(expected = "no-such-tool is missing: run `make setup`")]
+    fn a_missing_binary_says_make_setup() {
+        system_bin("no-such-tool");
+    }
 
     #[test]
     fn parses_ctr_events_lines() {
