@@ -11,13 +11,21 @@ E2E_THREADS ?= 2
 # Seconds `make fuzz` runs each fuzz target.
 FUZZ_SECONDS ?= 60
 
-.PHONY: all setup build guest run test unit e2e lint bench fuzz fuzz-build clean
+.PHONY: all setup setup-base setup-fuzz build build-sandvm guest oci-image run test unit e2e lint bench fuzz fuzz-build clean
 
 all: build
 
-## setup: install every system dependency (idempotent; root or sudo)
+## setup: install every system dependency (idempotent; root or sudo): what test and bench need
 setup:
-	@bash scripts/setup.sh
+	@bash scripts/setup.sh all
+
+## setup-base: only what `make run` needs (apt packages, QEMU 10 for x86_64, virtiofsd)
+setup-base:
+	@bash scripts/setup.sh base
+
+## setup-fuzz: only what `make fuzz-build` needs (the apt packages that build the crates, cargo-fuzz)
+setup-fuzz:
+	@bash scripts/setup.sh fuzz
 
 ## build: the workspace in release mode (the sandvm binary and the tests)
 build:
@@ -27,12 +35,21 @@ build:
 guest:
 	@bash scripts/build-guest.sh
 
-## run: set up, build, build the guest, then boot a sandbox and print its timeline
-run: setup build guest
+## build-sandvm: only the sandvm binary, in release mode (what `make run` needs)
+build-sandvm:
+	@echo "make: building the sandvm binary (release; about 3-5 minutes the first time on 2 cores, seconds after)"
+	$(CARGO) build --release -p sandvm --bin sandvm
+
+## oci-image: the container test image (busybox-static in an OCI layout archive, build/oci/)
+oci-image:
+	@bash scripts/build-oci-image.sh
+
+## run: set up what it needs, build sandvm and the guest, then boot a sandbox and print its timeline
+run: setup-base build-sandvm guest
 	$(SANDVM) run --config $(CONFIG)
 
 ## test: set up, build, and run every test: unit, real-QEMU and end-to-end; build the fuzz targets
-test: setup guest lint fuzz-build
+test: setup guest oci-image lint fuzz-build
 	$(CARGO) build --release --workspace --all-targets
 	$(CARGO) test --release --workspace -- --test-threads=$(E2E_THREADS)
 
@@ -43,15 +60,15 @@ lint:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps -p sandvm-runtime
 
 ## bench: side-by-side benchmarks; results land in target/bench/ and docs/performance.md
-bench: setup build guest
+bench: setup build guest oci-image
 	@bash bench/run.sh
 
 ## fuzz-build: build every cargo-fuzz target (fuzz/target), as CI does through `make test`
-fuzz-build: setup
+fuzz-build: setup-fuzz
 	@bash scripts/fuzz.sh build
 
 ## fuzz: seed the corpora, then run each cargo-fuzz target for FUZZ_SECONDS (default 60) each
-fuzz: setup
+fuzz: setup-fuzz
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
 
 clean:
