@@ -42,7 +42,7 @@ want() { for s in "$@"; do WANT[$s]=1; done; }
 [ $# -eq 0 ] && set -- all
 for part in "$@"; do
   case "$part" in
-    base) want apt-base virtiofsd ;;
+    base) want apt-base ;;
     fuzz) want apt-base cargo-fuzz ;;
     all) want "${STEPS[@]}" ;;
     apt-base | apt-extra | virtiofsd | nydusd | vhost-device-vsock | cargo-fuzz) want "$part" ;;
