@@ -37,6 +37,7 @@ guest:
 
 ## build-sandvm: only the sandvm binary, in release mode (what `make run` needs)
 build-sandvm:
+	@echo "make: building the sandvm binary (release; about 3-5 minutes the first time on 2 cores, seconds after)"
 	$(CARGO) build --release -p sandvm --bin sandvm
 
 ## oci-image: the container test image (busybox-static in an OCI layout archive, build/oci/)

@@ -27,6 +27,9 @@ python3 bench/boot_bench.py --rounds "${BOOT_ROUNDS:-5}" --config configs/qemu-x
 echo "== VM templating: clone vs cold boot (time to shell, PSS of five)"
 python3 bench/template_bench.py --rounds "${TEMPLATE_ROUNDS:-5}"
 
+echo "== Snapshots: restore vs cold boot (time to shell), snapshot size vs guest memory"
+python3 bench/snapshot_bench.py --rounds "${SNAPSHOT_ROUNDS:-5}"
+
 echo "== Hotplug latency: from the call until the guest sees the change"
 python3 bench/hotplug_bench.py --rounds "${HOTPLUG_ROUNDS:-5}"
 

@@ -14,14 +14,15 @@
 #          plugins (Debian), nydusd, vhost-device-vsock, cargo-fuzz
 #   or single steps: apt-base apt-extra virtiofsd nydusd vhost-device-vsock cargo-fuzz
 #
-# From nothing on the 2-core machine (measured with other builds sharing the
-# cores; a second run of any step takes well under a second):
-#   apt-base              about 1-2 minutes (QEMU x86_64 is the bulk)
-#   apt-extra             about 1 minute (other QEMUs, swtpm, OVMF, containerd: 30 s)
-#   virtiofsd             about 3 minutes
-#   nydusd                about 8 minutes
+# From nothing on the 2-core machine (apt measured in a fresh bookworm; the
+# crates.io builds with other builds sharing the cores, so "about"; a second run
+# of any step takes well under a second):
+#   apt-base              about 1 minute (50 s; QEMU x86_64 is the bulk)
+#   apt-extra             about 1.5 minutes (75 s: other QEMUs, swtpm, OVMF, containerd)
+#   virtiofsd             about 2 minutes (113 s; 5.5 minutes on busy cores)
+#   nydusd                about 8-10 minutes
 #   vhost-device-vsock    about 3 minutes
-#   cargo-fuzz            about 2 minutes
+#   cargo-fuzz            about 1.5 minutes
 #
 # Never starts, stops or reconfigures a system service: Debian's containerd
 # package may enable (and, under systemd, start) the system containerd; tests
@@ -41,7 +42,7 @@ want() { for s in "$@"; do WANT[$s]=1; done; }
 [ $# -eq 0 ] && set -- all
 for part in "$@"; do
   case "$part" in
-    base) want apt-base virtiofsd ;;
+    base) want apt-base ;;
     fuzz) want apt-base cargo-fuzz ;;
     all) want "${STEPS[@]}" ;;
     apt-base | apt-extra | virtiofsd | nydusd | vhost-device-vsock | cargo-fuzz) want "$part" ;;
@@ -100,7 +101,7 @@ apt_step() {
 
   local what="installing with apt:${missing:- (nothing new)}"
   if [ "$qemu_missing" -eq 1 ]; then what="$what; QEMU 10 from bookworm-backports:$qemu_pkgs"; fi
-  step_start apt "$what" "about 1-3 minutes from nothing"
+  step_start apt "$what" "about 1 minute for the base, 1.5 more for the rest, from nothing"
   if [ "$qemu_missing" -eq 1 ] && [ ! -f "$BACKPORTS" ] &&
     ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
     echo "setup: adding bookworm-backports"
@@ -162,7 +163,7 @@ tool() {
 CARGO_FUZZ_VERSION=0.13.2
 cargo_fuzz_step() {
   if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
-    step_start cargo-fuzz "installing cargo-fuzz $CARGO_FUZZ_VERSION from crates.io (once)" "about 2 minutes"
+    step_start cargo-fuzz "installing cargo-fuzz $CARGO_FUZZ_VERSION from crates.io (once)" "about 1.5 minutes"
     cargo install --quiet --locked --force --version "$CARGO_FUZZ_VERSION" cargo-fuzz
     step_done cargo-fuzz
   fi
@@ -172,8 +173,8 @@ cargo_fuzz_step() {
 # ------------------------------------------------------------------ run
 T0=$(date +%s)
 apt_step
-if wanted virtiofsd; then tool virtiofsd "about 3 minutes" virtiofsd; fi
-if wanted nydusd; then tool nydusd "about 8 minutes" nydus-rs --features virtiofs; fi
+if wanted virtiofsd; then tool virtiofsd "about 2 minutes" virtiofsd; fi
+if wanted nydusd; then tool nydusd "about 8-10 minutes" nydus-rs --features virtiofs; fi
 if wanted vhost-device-vsock; then
   tool vhost-device-vsock "about 3 minutes" --version "$VHOST_DEVICE_VSOCK_VERSION" vhost-device-vsock
 fi

@@ -76,7 +76,8 @@ pub fn load_config(path: &Path) -> Result<config::HypervisorConfig> {
     Ok(loaded.config)
 }
 
-fn new_id() -> String {
+/// A fresh sandbox id.
+pub fn new_id() -> String {
     let u = uuid::Uuid::new_v4().simple().to_string();
     format!("sb-{}", &u[..12])
 }
@@ -100,6 +101,19 @@ pub async fn dispatch(cmd: Cmd, root: StateRoot) -> Result<ExitCode> {
             taps,
         } => create(root, &config, id, share, &annotations, &disks, &taps).await,
         Cmd::Wait { id, json } => wait(root, &id, json).await,
+        Cmd::Save {
+            id,
+            dir,
+            stop,
+            json,
+        } => crate::snapshot::save(root, &id, &dir, stop, json).await,
+        Cmd::Restore {
+            dir,
+            id,
+            config,
+            timeout,
+            json,
+        } => crate::snapshot::restore(root, &dir, id, config.as_deref(), timeout, json).await,
         Cmd::Start { id, timeout, json } => {
             let q = Qemu::attach(root.clone(), &id).await?;
             let r = q.start_vm(Duration::from_secs(timeout)).await?;
@@ -264,7 +278,7 @@ pub fn shell_quote(s: &str) -> String {
 /// Start the detached supervisor (`sandvm __supervise ID`): it watches the
 /// VM after this command exits, records how it ended, and tears the sandbox
 /// down when a daemon dies.
-async fn spawn_supervisor(root: &StateRoot, q: &Qemu) -> Result<()> {
+pub async fn spawn_supervisor(root: &StateRoot, q: &Qemu) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let (Some(id), Some(dir)) = (q.id(), q.dir()) else {
         return Ok(());

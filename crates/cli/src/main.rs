@@ -9,6 +9,7 @@ mod commands;
 mod console;
 mod hotplug;
 mod show;
+mod snapshot;
 mod stats;
 mod template;
 
@@ -82,6 +83,38 @@ enum Cmd {
         /// Cold-plug a NIC on this tap the guest sees at boot (`TAP` or `TAP=MAC`); repeatable.
         #[arg(long = "tap", value_name = "TAP[=MAC]")]
         taps: Vec<String>,
+    },
+    /// Save a running sandbox into a new snapshot folder (guest memory,
+    /// device and daemon state), then resume it or, with --stop, stop it.
+    Save {
+        /// Sandbox id.
+        id: String,
+        /// The snapshot folder to create.
+        dir: PathBuf,
+        /// Stop the sandbox once saved.
+        #[arg(long)]
+        stop: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a snapshot as a new sandbox (prints its id).
+    Restore {
+        /// The snapshot folder.
+        dir: PathBuf,
+        /// The new sandbox's id (default: generated).
+        #[arg(long)]
+        id: Option<String>,
+        /// Restore with this config (refused if it changes the VM; default:
+        /// the snapshot's own).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Seconds QEMU may take to come up.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Wait until a sandbox's VM ends and print why (its exit status: 0 when
     /// the guest powered off, 1 otherwise).

@@ -160,6 +160,15 @@ pub enum HypervisorError {
         /// QEMU's description of the failure.
         desc: String,
     },
+    /// A snapshot cannot be written or restored: incomplete, damaged, or
+    /// made for another QEMU, machine or config.
+    #[error("Snapshot {path}: {reason}")]
+    Snapshot {
+        /// The snapshot folder.
+        path: String,
+        /// What is wrong (naming the key, file or version).
+        reason: String,
+    },
     /// An operation ran out of time.
     #[error("{op} timed out after {after:?}")]
     Timeout {

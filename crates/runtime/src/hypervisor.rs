@@ -14,6 +14,7 @@ use crate::config::HypervisorConfig;
 use crate::error::Result;
 use crate::types::*;
 use std::future::Future;
+use std::path::Path;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
@@ -38,8 +39,14 @@ pub trait Hypervisor: Send + Sync {
     fn pause_vm(&self) -> impl Future<Output = Result<()>> + Send;
     /// Resume the guest.
     fn resume_vm(&self) -> impl Future<Output = Result<()>> + Send;
-    /// Save the VM (snapshot to disk).
-    fn save_vm(&self) -> impl Future<Output = Result<()>> + Send;
+    /// Save the running VM into the snapshot folder `dest` (which must not
+    /// exist): guest memory, device and daemon state, the sandbox's record.
+    /// Then resume it, or, with `stop`, stop it.
+    fn save_vm(
+        &self,
+        dest: &Path,
+        stop: bool,
+    ) -> impl Future<Output = Result<crate::qemu::snapshot::SnapshotInfo>> + Send;
     /// Cold-plug a device: between create and start. It is on the QEMU
     /// command line, so the guest sees it at boot.
     fn add_device(&self, dev: DeviceSpec) -> impl Future<Output = Result<DeviceInfo>> + Send;

@@ -55,6 +55,7 @@ pub use error::{HypervisorError, Result};
 pub use hypervisor::Hypervisor;
 pub use qemu::hotplug::{HotplugState, PluggedDevice};
 pub use qemu::record::QemuRecord;
+pub use qemu::snapshot::{RestoreOptions, RestoreReport, SnapshotInfo, SnapshotMeta};
 pub use qemu::{DEFAULT_START_TIMEOUT, Qemu, StopMode, Supervision, peek, peek_record};
 pub use state::{DEFAULT_STATE_ROOT, STATE_ROOT_ENV, StateError, StateRoot, validate_id};
 pub use types::*;
@@ -102,6 +103,7 @@ pub mod tools {
             role: None,
             agent: cfg.agent.channel,
             cold: &[],
+            incoming: false,
         })?)
     }
 }

@@ -146,6 +146,13 @@ pub enum Found {
     Incomplete(String),
 }
 
+impl Found {
+    /// Whether a complete template is there.
+    pub fn is_complete(&self) -> bool {
+        matches!(self, Found::Complete(_))
+    }
+}
+
 /// Look at the template folder `tp`. Only a [`Found::Complete`] template may
 /// be cloned; anything else there is reported, never trusted.
 pub fn inspect(tp: &Path) -> Found {

@@ -115,6 +115,8 @@ pub struct PlanInput<'a> {
     pub agent: Option<crate::config::AgentChannel>,
     /// Devices cold-plugged before start, placed.
     pub cold: &'a [coldplug::ColdDevice],
+    /// Wait for an incoming migration (`-incoming defer`): a restore.
+    pub incoming: bool,
 }
 
 /// The QMP monitor on fd 3 and the supervisor's events monitor on fd 4.
@@ -186,6 +188,9 @@ pub fn plan(inp: &PlanInput<'_>) -> Result<Config, PlanError> {
     devices::add(&mut qc, inp, &mut devno);
     coldplug::add(&mut qc, inp);
     template::apply(&mut qc, cfg, inp.role);
+    if inp.incoming {
+        qc.incoming = Some(Incoming::Defer);
+    }
     qc.validate()?;
     Ok(qc)
 }
@@ -229,6 +234,7 @@ pub(crate) fn planned_for_test(
         role: None,
         agent: cfg.agent.channel,
         cold: &[],
+        incoming: false,
     }) {
         Ok(qc) => qc,
         Err(e) => panic!("{e}"),

@@ -387,6 +387,7 @@ fn cold_plugged_devices_are_rendered_on_their_slots_with_tap_fds_from_5() {
         role: None,
         agent: None,
         cold: &devices,
+        incoming: false,
     })
     .unwrap();
     let a = q.to_args().join(" ");

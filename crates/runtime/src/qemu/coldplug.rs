@@ -292,5 +292,6 @@ fn removal_record(d: &ColdDevice, info: &DeviceInfo) -> PluggedDevice {
         info: extra,
         placement: Some(info.placement.clone()),
         remove,
+        add: Vec::new(),
     }
 }

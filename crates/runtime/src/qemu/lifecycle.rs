@@ -35,6 +35,15 @@ pub enum StopMode {
     WaitOnly(Duration),
 }
 
+/// A start that restores a snapshot.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Restore<'a> {
+    /// The snapshot folder.
+    pub src: &'a std::path::Path,
+    /// Whether the guest ran at the save (resume it).
+    pub running: bool,
+}
+
 /// The size of the root image, measured at create.
 fn image_size(cfg: &crate::config::HypervisorConfig) -> Result<Option<u64>> {
     match &cfg.image {
@@ -102,18 +111,20 @@ impl Core {
     }
 
     /// Start QEMU (and its daemons first). On success, returns the timings
-    /// and, with `events`, a connection to the events monitor for a supervisor.
+    /// and, with `events`, a connection to the events monitor for a
+    /// supervisor. With `restore`, QEMU waits for the snapshot's stream.
     pub(crate) async fn start(
         &mut self,
         timeout: Duration,
         events: bool,
+        restore: Option<Restore<'_>>,
     ) -> Result<(StartReport, Option<qmp::Client>)> {
         match self.state.as_ref().map(|s| s.state) {
             Some(VmState::Created) => {}
             Some(_) => return Err(self.wrong_state("start")),
             None => return Err(HypervisorError::NoSandbox { op: "start" }),
         }
-        match self.start_inner(timeout, events).await {
+        match self.start_inner(timeout, events, restore).await {
             Ok(r) => Ok(r),
             Err(e) => {
                 // Leave nothing behind: kill QEMU and the daemons, remove the folder.
@@ -129,6 +140,7 @@ impl Core {
         &mut self,
         timeout: Duration,
         want_events: bool,
+        restore: Option<Restore<'_>>,
     ) -> Result<(StartReport, Option<qmp::Client>)> {
         let t0 = Instant::now();
         // The daemons first: they come up while QEMU's start is prepared.
@@ -155,6 +167,7 @@ impl Core {
             role: st.template,
             agent: st.agent.as_ref().map(|a| a.kind),
             cold: &st.cold,
+            incoming: restore.is_some(),
         })?;
         let args = qc.to_args();
         let qmp_path = dir.file(files::QMP);
@@ -189,18 +202,29 @@ impl Core {
             true => Some(self.connect_events(pid, timeout).await?),
             false => None,
         };
-        if let Err(e) = self.restore_clone(&client, timeout).await {
-            return Err(self
-                .explain_exit("the load of the template's state", e)
-                .await);
-        }
         let qmp_ready_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let loaded = match restore {
+            Some(r) => self.load_snapshot(&client, r.src, r.running).await,
+            None => self.restore_clone(&client, timeout).await,
+        };
+        if let Err(e) = loaded {
+            let what = match restore {
+                Some(_) => "the load of the snapshot",
+                None => "the load of the template's state",
+            };
+            return Err(self.explain_exit(what, e).await);
+        }
         if !cfg.extras.port_map.is_empty() {
             let ports = bound_ports(&client).await?;
             self.record_mut("start")?.ports = ports;
         }
         self.qmp = Some(client);
-        self.set_state(VmState::Running)?;
+        let paused = restore.is_some_and(|r| !r.running);
+        self.set_state(if paused {
+            VmState::Paused
+        } else {
+            VmState::Running
+        })?;
         self.hp_setup_virtio_mem().await?;
         info!(id = self.id(), pid, accel = decision.accel.as_str(), reason = %decision.reason, qmp_ready_ms, "sandbox started");
         Ok((

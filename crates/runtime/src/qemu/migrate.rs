@@ -21,16 +21,26 @@ fn is_migration_end(e: &qmp::Event) -> bool {
         )
 }
 
+/// What a migration carries of guest RAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ram {
+    /// Every page (a snapshot).
+    All,
+    /// Private RAM only; shared file-backed RAM stays in its file (a template).
+    IgnoreShared,
+}
+
 /// Run a migration command and wait for its `MIGRATION` event (the `events`
 /// capability is on), subscribed before the command is sent.
 pub async fn migrate(
     client: &qmp::Client,
     cmd: &'static str,
     uri: &str,
+    ram: Ram,
     timeout: Duration,
 ) -> Result<()> {
     client
-        .migrate_set_capabilities(&[(IGNORE_SHARED, true), ("events", true)])
+        .migrate_set_capabilities(&[(IGNORE_SHARED, ram == Ram::IgnoreShared), ("events", true)])
         .await
         .map_err(HypervisorError::qmp("migrate-set-capabilities"))?;
     let (_, ev) = client
@@ -86,7 +96,14 @@ impl Core {
             return Ok(());
         }
         let state = st.config.factory.template_path.join(STATE_FILE);
-        migrate(client, "migrate-incoming", &load_uri(&state), timeout).await?;
+        migrate(
+            client,
+            "migrate-incoming",
+            &load_uri(&state),
+            Ram::IgnoreShared,
+            timeout,
+        )
+        .await?;
         client.cont().await.map_err(HypervisorError::qmp("cont"))?;
         info!(id = %st.id, template = %state.display(), "clone restored from the template");
         Ok(())
@@ -99,6 +116,13 @@ impl Core {
         let client = self.qmp().await?.clone();
         client.stop().await.map_err(HypervisorError::qmp("stop"))?;
         self.set_state(crate::types::VmState::Paused)?;
-        migrate(&client, "migrate", &save_uri(path), timeout).await
+        migrate(
+            &client,
+            "migrate",
+            &save_uri(path),
+            Ram::IgnoreShared,
+            timeout,
+        )
+        .await
     }
 }

@@ -16,6 +16,7 @@ pub(crate) mod launch;
 mod lifecycle;
 pub mod migrate;
 pub mod record;
+pub mod snapshot;
 mod status;
 mod supervision;
 
@@ -31,6 +32,7 @@ use crate::plan::{Layout, PlanInput};
 use crate::state::{StateRoot, files};
 use crate::types::*;
 use record::QemuRecord;
+use snapshot::SnapshotInfo;
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::Duration;
 use tokio::sync::{Mutex, broadcast, watch};
@@ -172,6 +174,7 @@ impl Qemu {
             role: None,
             agent: config.agent.channel,
             cold: &[],
+            incoming: false,
         })?)
     }
 
@@ -216,6 +219,31 @@ impl Qemu {
         let r = core.stop_with(mode).await;
         self.refresh(&core);
         r
+    }
+
+    /// Create sandbox `id` from a snapshot's record and start it, loading the
+    /// snapshot. Leaves nothing behind on failure.
+    pub(crate) async fn start_restored(
+        &self,
+        id: &str,
+        meta: &snapshot::SnapshotMeta,
+        src: &std::path::Path,
+        timeout: Duration,
+    ) -> Result<StartReport> {
+        let in_process = self.inner.supervision == Supervision::InProcess;
+        let mut core = self.inner.core.lock().await;
+        core.create_restored(id, meta, src)?;
+        let restore = lifecycle::Restore {
+            src,
+            running: meta.running,
+        };
+        let r = core.start(timeout, in_process, Some(restore)).await;
+        self.refresh(&core);
+        let (report, events) = r?;
+        if let Some(client) = events {
+            supervision::spawn(self, &core, client);
+        }
+        Ok(report)
     }
 
     /// The stop mode the config asks for: ACPI powerdown with the
@@ -311,7 +339,7 @@ impl Hypervisor for Qemu {
     async fn start_vm(&self, timeout: Duration) -> Result<StartReport> {
         let in_process = self.inner.supervision == Supervision::InProcess;
         let mut core = self.inner.core.lock().await;
-        let r = core.start(timeout, in_process).await;
+        let r = core.start(timeout, in_process, None).await;
         self.refresh(&core);
         let (report, events) = r?;
         if let Some(client) = events {
@@ -340,11 +368,11 @@ impl Hypervisor for Qemu {
         op!(self, "a resume", |c| c.resume())
     }
 
-    async fn save_vm(&self) -> Result<()> {
-        Err(HypervisorError::NotSupported {
-            op: "save_vm",
-            backend: "qemu",
-        })
+    async fn save_vm(&self, dest: &std::path::Path, stop: bool) -> Result<SnapshotInfo> {
+        let mut core = self.inner.core.lock().await;
+        let r = core.save_snapshot(dest, stop).await;
+        self.refresh(&core);
+        r
     }
 
     async fn add_device(&self, dev: DeviceSpec) -> Result<DeviceInfo> {

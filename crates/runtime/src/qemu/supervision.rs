@@ -23,9 +23,10 @@ use tracing::{info, warn};
 const EXIT_RECORD_GRACE: Duration = Duration::from_secs(2);
 
 /// Who watches a VM a handle starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Supervision {
     /// A task of this process (the default for a shim).
+    #[default]
     InProcess,
     /// Nobody: the caller arranges supervision (the CLI's detached helper).
     None,

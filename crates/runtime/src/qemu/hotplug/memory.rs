@@ -166,6 +166,7 @@ impl Core {
                 info: Map::new(),
                 placement: None,
                 remove: Vec::new(),
+                add: Vec::new(),
             },
             steps: virtio_mem_steps(&cfg, agent, arch, region),
             fd: None,
@@ -392,6 +393,7 @@ impl Core {
                 info,
                 placement: None,
                 remove: removal,
+                add: super::Replay::of(&steps),
             });
         self.save()?;
         info!(id, add_mib = add, "memory grown (pc-dimm)");

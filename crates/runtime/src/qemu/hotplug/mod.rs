@@ -130,6 +130,33 @@ pub struct PluggedDevice {
     pub placement: Option<Placement>,
     /// The calls that remove it, in order (`device_del` first).
     pub remove: Vec<QmpCall>,
+    /// The calls that added it, in order, for a restore to replay them
+    /// (empty for a cold-plugged device: it is on the command line).
+    #[serde(default)]
+    pub add: Vec<Replay>,
+}
+
+/// One call of a device's hotplug, as a restore replays it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Replay {
+    /// The call.
+    pub call: QmpCall,
+    /// It passes the device's fd (`getfd`): a tap is opened again by name.
+    #[serde(default)]
+    pub pass_fd: bool,
+}
+
+impl Replay {
+    /// The replay of a plan's steps.
+    pub fn of(steps: &[Step]) -> Vec<Replay> {
+        steps
+            .iter()
+            .map(|s| Replay {
+                call: s.call.clone(),
+                pass_fd: s.pass_fd,
+            })
+            .collect()
+    }
 }
 
 /// A hot-added vCPU.
@@ -243,7 +270,11 @@ pub fn validate_device_id(id: &str) -> Result<()> {
 }
 
 /// Run one call; `device_del` waits for the guest to release the device.
-async fn exec(c: &qmp::Client, call: &QmpCall, fd: Option<&OwnedFd>) -> qmp::Result<Value> {
+pub(crate) async fn exec(
+    c: &qmp::Client,
+    call: &QmpCall,
+    fd: Option<&OwnedFd>,
+) -> qmp::Result<Value> {
     let args = Some(call.arguments.clone());
     match (call.execute.as_str(), fd) {
         ("device_del", _) => {
@@ -258,7 +289,7 @@ async fn exec(c: &qmp::Client, call: &QmpCall, fd: Option<&OwnedFd>) -> qmp::Res
 }
 
 /// The QMP error of a failed step, naming the command.
-fn step_error(call: &QmpCall, e: qmp::Error) -> HypervisorError {
+pub(crate) fn step_error(call: &QmpCall, e: qmp::Error) -> HypervisorError {
     let op: &'static str = match call.execute.as_str() {
         "blockdev-add" => "blockdev-add",
         "device_add" => "device_add",
@@ -393,6 +424,7 @@ impl Core {
         let mut record = plan.record;
         record.slot = slot;
         record.remove = removal.clone();
+        record.add = Replay::of(&plan.steps);
         if record.kind == DeviceKind::Nvdimm {
             let earlier = hp
                 .devices
@@ -519,10 +551,26 @@ fn placement(layout: &crate::plan::Layout, d: &PluggedDevice) -> Placement {
     Placement::Auto
 }
 
+impl PluggedDevice {
+    /// A record with only an id (for plans whose record is not kept).
+    pub(crate) fn placeholder(id: &str) -> PluggedDevice {
+        PluggedDevice {
+            id: id.to_string(),
+            kind: DeviceKind::Dimm,
+            driver: String::new(),
+            slot: None,
+            info: Map::new(),
+            placement: None,
+            remove: Vec::new(),
+            add: Vec::new(),
+        }
+    }
+}
+
 impl Plan {
     /// Put the plan's devices on `slot` (fills `bus` and `addr` of the
     /// `device_add` whose id is the record's).
-    fn place(&mut self, slot: &SlotAddr) {
+    pub(crate) fn place(&mut self, slot: &SlotAddr) {
         let id = self.record.id.clone();
         for s in &mut self.steps {
             if s.call.execute == "device_add"

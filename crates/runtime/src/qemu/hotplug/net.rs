@@ -215,6 +215,7 @@ pub(super) fn plan_with(
             info,
             placement: None,
             remove: Vec::new(),
+            add: Vec::new(),
         },
         steps,
         fd: Some(fd),

@@ -81,6 +81,7 @@ fn scsi_hd_takes_the_first_free_lun_and_no_slot() {
         slot: None,
         info,
         remove: Vec::new(),
+        add: Vec::new(),
     });
     let plan = block::plan(&c, &p, &hp, "d9".into(), Path::new("/x"), false).unwrap();
     assert!(!plan.needs_slot);

@@ -106,6 +106,7 @@ pub fn plan(
             info,
             placement: None,
             remove: Vec::new(),
+            add: Vec::new(),
         },
         steps: vec![Step::device("vfio-pci", &id, props)],
         fd: None,

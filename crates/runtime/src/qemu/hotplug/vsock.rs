@@ -71,6 +71,7 @@ pub fn plan_unchecked(
             info,
             placement: None,
             remove: Vec::new(),
+            add: Vec::new(),
         },
         steps: vec![Step::device(driver, &id, props)],
         fd: None,
