@@ -77,15 +77,25 @@ async fn echo(ep: &AgentEndpoint, line: &str) -> Result<()> {
     let s = match ep {
         AgentEndpoint::Serial { path } => tokio::net::UnixStream::connect(path).await?,
         AgentEndpoint::HybridVsock { path, port } => {
-            let mut s = tokio::net::UnixStream::connect(path).await?;
-            s.write_all(format!("CONNECT {port}\n").as_bytes()).await?;
-            let mut b = [0u8; 1];
-            let mut reply = String::new();
-            while tokio::io::AsyncReadExt::read(&mut s, &mut b).await? == 1 && b[0] != b'\n' {
-                reply.push(b[0] as char);
+            // the guest may not listen yet: retry CONNECT for a while
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let mut s = tokio::net::UnixStream::connect(path).await?;
+                s.write_all(format!("CONNECT {port}\n").as_bytes()).await?;
+                let mut b = [0u8; 1];
+                let mut reply = String::new();
+                while tokio::io::AsyncReadExt::read(&mut s, &mut b).await? == 1 && b[0] != b'\n' {
+                    reply.push(b[0] as char);
+                }
+                if reply.starts_with("OK ") {
+                    println!("hybrid vsock: {reply}");
+                    break s;
+                }
+                if Instant::now() > deadline {
+                    bail!("CONNECT {port}: {reply:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            println!("hybrid vsock: {reply}");
-            s
         }
         AgentEndpoint::Vsock { .. } => bail!("echo over kernel vsock is not wired in this example"),
     };
