@@ -220,6 +220,10 @@ async fn demo(c: &AgentClient, cid: &str) -> Result<()> {
     println!("run `sh -c '...; exit 7'`: stdout {:?}, status {st}", out.trim());
     let (out, _, st) = run_once(c, cid, &["sh", "-c", "cat /proc/self/status | grep -E '^(CapEff|NoNewPrivs)'; ls /dev; cat /proc/1/cmdline | tr '\\0' ' '; echo; ulimit -n; mount | grep -c . ; cat /proc/kcore | wc -c; echo x > /proc/sys/kernel/hostname || echo ro-ok"]).await?;
     println!("run (caps, /dev, pid 1, rlimit, masks): status {st}\n{}", indent(&out));
+    create(c, cid, &["sh", "-c", "tty; ls -l /dev/console | cut -c1-10; stty size"], true).await?;
+    let out = read_all(c, cid, "", false).await?.replace('\r', "");
+    println!("run with a TTY as init: {:?}, status {}", out.trim(), wait(c, cid, "").await?);
+    remove(c, cid).await?;
     long_running(c, cid).await?;
     let bad = CreateContainerRequest { container_id: "../x".into(), oci_spec_json: b"{}".to_vec(), ..Default::default() };
     let e = c.agent.create_container(ctx(T), &bad).await.err().map(|e| e.to_string()).unwrap_or_default();
