@@ -69,10 +69,23 @@ pub fn exec(p: &ProcessConfig) -> Result<(), String> {
     let argv: Vec<CString> = p.args.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
     let envp: Vec<CString> = env.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
     let path = cstr(&prog)?;
+    reset_signals()?;
     let e = execve(&path, &argv, &envp)
         .err()
         .map_or_else(String::new, |e| e.to_string());
     Err(format!("exec {prog}: {e}"))
+}
+
+/// The launcher is a Rust program, whose runtime ignores SIGPIPE; an ignored
+/// signal stays ignored across exec, so restore the default (and an empty
+/// signal mask) for the container's process.
+#[allow(unsafe_code)]
+fn reset_signals() -> Result<(), String> {
+    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask};
+    // SAFETY: SIG_DFL installs no handler code; we are single-threaded.
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.map_err(|e| format!("SIGPIPE: {e}"))?;
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .map_err(|e| format!("sigprocmask: {e}"))
 }
 
 #[allow(unsafe_code)]
