@@ -76,14 +76,17 @@ pub fn exec(p: &ProcessConfig) -> Result<(), String> {
     Err(format!("exec {prog}: {e}"))
 }
 
-/// The launcher is a Rust program, whose runtime ignores SIGPIPE; an ignored
-/// signal stays ignored across exec, so restore the default (and an empty
-/// signal mask) for the container's process.
+/// Default dispositions and an empty signal mask for the container's
+/// process: ignored signals stay ignored across exec, and the launcher
+/// inherits some (Rust's runtime ignores SIGPIPE; the agent, started with `&`
+/// by a non-interactive shell, has SIGINT and SIGQUIT ignored).
 #[allow(unsafe_code)]
 fn reset_signals() -> Result<(), String> {
     use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask};
-    // SAFETY: SIG_DFL installs no handler code; we are single-threaded.
-    unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.map_err(|e| format!("SIGPIPE: {e}"))?;
+    for sig in Signal::iterator().filter(|s| !matches!(s, Signal::SIGKILL | Signal::SIGSTOP)) {
+        // SAFETY: SIG_DFL installs no handler code; we are single-threaded.
+        unsafe { signal(sig, SigHandler::SigDfl) }.map_err(|e| format!("resetting {sig}: {e}"))?;
+    }
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .map_err(|e| format!("sigprocmask: {e}"))
 }
