@@ -33,7 +33,7 @@ impl Health for FakeAgent {
 
 /// A fake vhost-device-vsock + agent: answers `CONNECT` and serves ttrpc.
 async fn serve(path: &std::path::Path, protocol: u32) -> Server {
-    let l = UnixListener::bind(path).unwrap();
+    let l = UnixListener::bind(path).expect("bind the fake agent");
     let sessions = futures::stream::unfold(l, |l| async move {
         let (mut s, _) = l.accept().await.ok()?;
         let mut line = Vec::new();
@@ -48,7 +48,7 @@ async fn serve(path: &std::path::Path, protocol: u32) -> Server {
     let mut server = Server::new()
         .add_listener(Listener::new(sessions))
         .register_service(create_health(Arc::new(FakeAgent { protocol })));
-    server.start().await.unwrap();
+    server.start().await.expect("start the fake agent");
     server
 }
 
