@@ -440,6 +440,11 @@ async fn long_running(c: &AgentClient, cid: &str) -> Result<()> {
         read_all(c, cid, "e3", false).await?.replace('\r', ""),
         wait(c, cid, "e3").await?
     );
+    inspect(c, cid).await
+}
+
+/// ListProcesses, StatsContainer, Pause/Resume, SignalProcess, Remove.
+async fn inspect(c: &AgentClient, cid: &str) -> Result<()> {
     let pids = c
         .agent
         .list_processes(
