@@ -130,6 +130,12 @@ impl Cgroup {
         self.wait_event(want).await
     }
 
+    /// Asked to be frozen (a process joining it now would stop at once).
+    pub async fn frozen(&self) -> bool {
+        let f = tokio::fs::read_to_string(self.path.join("cgroup.freeze")).await;
+        f.map(|v| v.trim() == "1").unwrap_or(false)
+    }
+
     /// Kills every process (cgroup.kill).
     pub async fn kill(&self) -> io::Result<()> {
         tokio::fs::write(self.path.join("cgroup.kill"), "1").await

@@ -29,7 +29,9 @@ pub struct Options {
     pub mode: Mode,
     /// `sandvm.agent_channel=serial|vsock`.
     pub channel: Channel,
-    /// `sandvm.agent_log=` a tracing filter (default `info`).
+    /// `sandvm.agent_log=` a tracing filter (default `info,ttrpc=off`: ttrpc
+    /// logs a dropped session's unsent reply as an error, which would reach
+    /// the console; any explicit filter shows ttrpc's logs again).
     pub log: String,
     /// `sandvm.agent_vsock_port=` (default 1024).
     pub vsock_port: u32,
@@ -37,12 +39,15 @@ pub struct Options {
     pub warnings: Vec<String>,
 }
 
+/// The default log filter.
+pub const DEFAULT_LOG: &str = "info,ttrpc=off";
+
 /// Parses a kernel command line.
 pub fn parse(cmdline: &str) -> Options {
     let mut o = Options {
         mode: Mode::Ttrpc,
         channel: Channel::Auto,
-        log: "info".to_string(),
+        log: DEFAULT_LOG.to_string(),
         vsock_port: sandvm_agent_protocol::AGENT_VSOCK_PORT,
         warnings: vec![],
     };
@@ -80,7 +85,7 @@ mod tests {
         let d = parse("console=hvc0 quiet");
         assert_eq!(
             (d.mode, d.channel, d.log.as_str(), d.vsock_port),
-            (Mode::Ttrpc, Channel::Auto, "info", 1024)
+            (Mode::Ttrpc, Channel::Auto, DEFAULT_LOG, 1024)
         );
         let o = parse(
             "sandvm.agent=echo sandvm.agent_channel=vsock sandvm.agent_log=debug sandvm.agent_vsock_port=2000",

@@ -63,8 +63,6 @@ pub struct ContainerConfig {
     pub masked_paths: Vec<PathBuf>,
     /// Paths to make read-only (OCI readonlyPaths).
     pub readonly_paths: Vec<PathBuf>,
-    /// Guest path of the pty slave to bind on /dev/console (with a TTY).
-    pub console: Option<PathBuf>,
 }
 
 /// One mount.
@@ -130,7 +128,8 @@ pub struct ProcessConfig {
     pub capabilities: Option<Capabilities>,
     /// PR_SET_NO_NEW_PRIVS.
     pub no_new_privileges: bool,
-    /// stdio is a pty slave: make it the controlling terminal.
+    /// Give the process a pty from the container's devpts as stdio and
+    /// controlling terminal (the master goes to the agent).
     pub terminal: bool,
     /// /proc/self/oom_score_adj.
     pub oom_score_adj: Option<i32>,
@@ -158,6 +157,9 @@ pub enum LauncherMsg {
     Pid(i32),
     /// Create mode: the root is ready; waiting for the start signal.
     Ready,
+    /// The pty master (opened in the container's devpts) comes with this
+    /// message as SCM_RIGHTS.
+    Pty,
     /// Something failed; the message says what.
     Error(String),
 }

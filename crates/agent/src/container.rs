@@ -152,6 +152,12 @@ impl Container {
                 self.id
             )));
         }
+        if self.cgroup.frozen().await {
+            return Err(AgentError::State(format!(
+                "Container {} is paused",
+                self.id
+            )));
+        }
         {
             let execs = lock(&self.execs);
             if execs.contains_key(exec_id) {

@@ -22,7 +22,7 @@ mod stream;
 mod user;
 mod validate;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -81,15 +81,20 @@ fn become_reaper() {
 }
 
 async fn run(opts: Options) -> Result<()> {
-    let serial_path = Path::new("/dev/virtio-ports").join(AGENT_SERIAL_PORT_NAME);
-    let serial = match opts.channel {
+    let serial_path = match opts.channel {
         Channel::Serial => {
-            wait_for(&serial_path).await;
-            true
+            wait_until(|| serial_port().is_some(), "the agent's virtio-serial port").await;
+            serial_port()
         }
-        Channel::Vsock => false,
-        Channel::Auto => serial_path.exists(),
+        Channel::Vsock => None,
+        Channel::Auto => {
+            let what = "an agent channel (virtio-serial port or vsock device)";
+            wait_until(|| serial_port().is_some() || vsock_device(), what).await;
+            serial_port()
+        }
     };
+    let serial = serial_path.is_some();
+    let serial_path = serial_path.unwrap_or_default();
     tracing::info!(
         version = sandvm_agent_protocol::BUILD_VERSION,
         protocol = sandvm_agent_protocol::PROTOCOL_VERSION,
@@ -106,16 +111,48 @@ async fn run(opts: Options) -> Result<()> {
     }
 }
 
-/// The port may appear a little after the agent starts (virtio_console adds
-/// ports asynchronously).
-async fn wait_for(p: &Path) {
-    for _ in 0..100 {
-        if p.exists() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+/// The agent's virtio-serial port: `/dev/virtio-ports/<name>` where udev
+/// made it, else the `/dev/vportNpM` whose sysfs `name` matches (the test
+/// guest has no udev).
+fn serial_port() -> Option<PathBuf> {
+    let link = Path::new("/dev/virtio-ports").join(AGENT_SERIAL_PORT_NAME);
+    if link.exists() {
+        return Some(link);
     }
-    tracing::warn!(path = %p.display(), "agent port did not appear");
+    std::fs::read_dir("/sys/class/virtio-ports")
+        .ok()?
+        .flatten()
+        .find_map(|e| {
+            let name = std::fs::read_to_string(e.path().join("name")).ok()?;
+            let dev = Path::new("/dev").join(e.file_name());
+            (name.trim() == AGENT_SERIAL_PORT_NAME && dev.exists()).then_some(dev)
+        })
+}
+
+/// A virtio vsock device is bound to its driver.
+fn vsock_device() -> bool {
+    std::fs::read_dir("/sys/bus/virtio/drivers/vmw_vsock_virtio_transport")
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("virtio"))
+        })
+        .unwrap_or(false)
+}
+
+/// Waits until `ready()`: ports and devices appear asynchronously after the
+/// modules load, and a guest may have no channel at all (then the agent idles
+/// quietly). No event to wait on here short of a uevent listener: look every
+/// 50 ms for 5 s, then every 2 s.
+async fn wait_until(ready: impl Fn() -> bool, what: &str) {
+    let mut n = 0u32;
+    while !ready() {
+        if n == 100 {
+            tracing::info!("waiting for {what}");
+        }
+        let step = if n < 100 { 50 } else { 2000 };
+        tokio::time::sleep(std::time::Duration::from_millis(step)).await;
+        n = n.saturating_add(1);
+    }
 }
 
 async fn serve(serial: Option<&Path>, vsock_port: u32) -> Result<()> {

@@ -21,6 +21,8 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::path::Path;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -35,13 +37,36 @@ use tokio::sync::mpsc;
 const DUPLEX_BUF: usize = 256 * 1024;
 
 /// An open virtio-serial port.
+///
+/// The port's fd sits in a private edge-triggered epoll set, and tokio
+/// watches that epoll fd. (Registering the port itself with tokio does not
+/// work: tokio keeps a POLLHUP as a final "closed" state, but on a port it
+/// only means "no host right now"; the next connection would spin.) Every
+/// host open or close, every arrival of data and every freed output buffer
+/// wakes the port's waiters, which is an edge here.
 #[derive(Debug)]
 pub struct Port {
-    fd: AsyncFd<OwnedFd>,
+    fd: OwnedFd,
+    ep: AsyncFd<EpollFd>,
+}
+
+/// An epoll instance tokio can watch.
+#[derive(Debug)]
+struct EpollFd(Epoll);
+
+impl AsRawFd for EpollFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.0.as_raw_fd()
+    }
+}
+
+fn would_block(e: &nix::Error) -> bool {
+    *e == nix::errno::Errno::EAGAIN
 }
 
 impl Port {
     /// Opens the port non-blocking.
+    #[allow(unsafe_code)]
     pub fn open(path: &Path) -> io::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
         let f = std::fs::OpenOptions::new()
@@ -50,14 +75,17 @@ impl Port {
             .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(path)?;
         let fd = OwnedFd::from(f);
-        Ok(Self {
-            fd: crate::stream::register(fd)?,
-        })
+        let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLET;
+        ep.add(&fd, EpollEvent::new(flags, 0))?;
+        // SAFETY: the AsyncFd owns the epoll fd, which stays open while registered.
+        let ep = unsafe { AsyncFd::register_with_interest(EpollFd(ep), Interest::READABLE) }?;
+        Ok(Self { fd, ep })
     }
 
     /// The host is not connected (level check, no waiting).
     fn hup_now(&self) -> bool {
-        let mut fds = [PollFd::new(self.fd.get_ref().as_fd(), PollFlags::POLLIN)];
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::ZERO) {
             Ok(_) => fds[0]
                 .revents()
@@ -66,43 +94,69 @@ impl Port {
         }
     }
 
-    /// Waits until a host is connected.
-    pub async fn wait_connected(&self) -> io::Result<()> {
+    /// Waits for the port's next event (an edge: connect, hang-up, data, room).
+    async fn wait_event(&self) -> io::Result<()> {
         loop {
-            let mut g = self
-                .fd
-                .ready(Interest::READABLE | Interest::WRITABLE)
-                .await?;
-            g.clear_ready();
-            if !self.hup_now() {
-                return Ok(());
+            let mut g = self.ep.readable().await?;
+            let mut evs = [EpollEvent::empty(); 4];
+            match self.ep.get_ref().0.wait(&mut evs, EpollTimeout::ZERO) {
+                Ok(0) => g.clear_ready(),
+                Ok(_) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
             }
         }
     }
 
-    /// Reads what is there; 0 = the host hung up.
+    /// Waits until a host is connected.
+    pub async fn wait_connected(&self) -> io::Result<()> {
+        while self.hup_now() {
+            self.wait_event().await?;
+        }
+        Ok(())
+    }
+
+    /// One non-blocking read: `None` if nothing is there, `Some(0)` if the
+    /// host hung up.
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        match nix::unistd::read(self.fd.as_raw_fd(), buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if would_block(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One non-blocking write: `None` if the port cannot take data now.
+    fn try_write(&self, data: &[u8]) -> io::Result<Option<usize>> {
+        match nix::unistd::write(&self.fd, data) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if would_block(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads what is there, waiting for something; 0 = the host hung up.
+    /// (Only for code that does not write at the same time.)
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.fd
-            .async_io(Interest::READABLE, |fd| {
-                Ok(nix::unistd::read(fd.as_raw_fd(), buf)?)
-            })
-            .await
+        loop {
+            if let Some(n) = self.try_read(buf)? {
+                return Ok(n);
+            }
+            self.wait_event().await?;
+        }
     }
 
-    /// Writes some of `data` (one write call).
-    pub async fn write(&self, data: &[u8]) -> io::Result<usize> {
-        self.fd
-            .async_io(Interest::WRITABLE, |fd| {
-                Ok(nix::unistd::write(fd.as_fd(), data)?)
-            })
-            .await
-    }
-
-    /// Writes all of `data`.
+    /// Writes all of `data`; fails if the host hangs up first.
+    /// (Only for code that does not read at the same time.)
     pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
-            let n = self.write(data).await?;
-            data = &data[n..];
+            match self.try_write(data)? {
+                Some(n) => data = &data[n..],
+                None if self.hup_now() => {
+                    return Err(io::Error::new(io::ErrorKind::BrokenPipe, "host hung up"));
+                }
+                None => self.wait_event().await?,
+            }
         }
         Ok(())
     }
@@ -184,7 +238,10 @@ pub async fn relay(port: Port, sessions: mpsc::Sender<DuplexStream>) -> io::Resu
             if sessions.send(theirs).await.is_err() {
                 return Err(io::Error::other("the ttrpc server is gone"));
             }
-            port.write_all(&sync_ok_line(&nonce)).await?;
+            if let Err(e) = port.write_all(&sync_ok_line(&nonce)).await {
+                tracing::debug!(error = %e, "serial: cannot answer the sync");
+                break;
+            }
             tracing::debug!(nonce, "serial: new session");
             match pump(&port, ours, rest).await? {
                 End::Hup => break,
@@ -219,6 +276,8 @@ async fn await_sync(port: &Port, first: Vec<u8>) -> io::Result<Option<(String, V
 }
 
 /// Relays one session until the host hangs up or a new session starts.
+/// One loop drives both directions: port operations are tried until they
+/// would block before waiting for the port's next edge, so no edge is lost.
 async fn pump(port: &Port, session: DuplexStream, first: Vec<u8>) -> io::Result<End> {
     let (mut from_srv, mut to_srv) = tokio::io::split(session);
     let mut track = FrameTracker::default();
@@ -230,16 +289,26 @@ async fn pump(port: &Port, session: DuplexStream, first: Vec<u8>) -> io::Result<
         return Ok(end);
     }
     loop {
-        tokio::select! {
-            r = port.read(&mut pbuf), if inbound.is_empty() => {
-                let n = r?;
-                if n == 0 {
-                    return Ok(End::Hup);
+        if inbound.is_empty() {
+            match port.try_read(&mut pbuf)? {
+                Some(0) => return Ok(End::Hup),
+                Some(n) => {
+                    if let Some(end) = accept_inbound(&mut track, &pbuf[..n], &mut inbound) {
+                        return Ok(end);
+                    }
+                    continue;
                 }
-                if let Some(end) = accept_inbound(&mut track, &pbuf[..n], &mut inbound) {
-                    return Ok(end);
-                }
+                None => {}
             }
+        }
+        if !outbound.is_empty()
+            && let Some(n) = port.try_write(&outbound)?
+        {
+            outbound.drain(..n);
+            continue;
+        }
+        tokio::select! {
+            r = port.wait_event() => r?,
             r = to_srv.write(&inbound), if !inbound.is_empty() => {
                 let n = r?;
                 inbound.drain(..n);
@@ -251,10 +320,6 @@ async fn pump(port: &Port, session: DuplexStream, first: Vec<u8>) -> io::Result<
                     return Ok(End::Resync(Vec::new()));
                 }
                 outbound.extend_from_slice(&sbuf[..n]);
-            }
-            r = port.write(&outbound), if !outbound.is_empty() => {
-                let n = r?;
-                outbound.drain(..n);
             }
         }
     }
@@ -290,7 +355,9 @@ pub async fn echo(port: Port) -> io::Result<()> {
             for &b in &buf[..n] {
                 line.push(b);
                 if b == b'\n' || line.len() >= 64 * 1024 {
-                    port.write_all(&line).await?;
+                    if port.write_all(&line).await.is_err() {
+                        break; // the host hung up
+                    }
                     line.clear();
                 }
             }

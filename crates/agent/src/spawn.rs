@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
 
 use crate::config::{LaunchConfig, LaunchMode, LauncherMsg};
@@ -55,29 +55,19 @@ fn err(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
 }
 
-fn cloexec(fd: &OwnedFd) -> Result<(), String> {
-    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
-        .map(|_| ())
-        .map_err(|e| err("FD_CLOEXEC", e))
-}
-
-/// Child-side and agent-side stdio.
-fn make_stdio(terminal: bool) -> Result<([OwnedFd; 3], AgentIo, Option<String>), String> {
+/// Child-side and agent-side stdio. With a terminal the launcher opens the
+/// pty in the container and sends the master back; the launcher's own stdio
+/// is /dev/null until then.
+fn make_stdio(terminal: bool) -> Result<([OwnedFd; 3], AgentIo), String> {
     if terminal {
-        let pty = nix::pty::openpty(None, None).map_err(|e| err("openpty", e))?;
-        cloexec(&pty.master)?;
-        cloexec(&pty.slave)?;
-        let name = std::fs::read_link(format!("/proc/self/fd/{}", pty.slave.as_raw_fd()))
-            .map_err(|e| err("naming the pty", e))?;
-        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| err("dup", e));
-        let child = [dup(&pty.slave)?, dup(&pty.slave)?, pty.slave];
-        let io = AgentIo {
-            stdin: Some(dup(&pty.master)?),
-            stdout: Some(dup(&pty.master)?),
-            stderr: None,
-            pty: Some(pty.master),
+        let null = || -> Result<OwnedFd, String> {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null");
+            f.map(OwnedFd::from).map_err(|e| err("/dev/null", e))
         };
-        return Ok((child, io, Some(name.to_string_lossy().into_owned())));
+        return Ok(([null()?, null()?, null()?], AgentIo::default()));
     }
     let p = || pipe2(OFlag::O_CLOEXEC).map_err(|e| err("pipe", e));
     let (in_r, in_w) = p()?;
@@ -89,18 +79,27 @@ fn make_stdio(terminal: bool) -> Result<([OwnedFd; 3], AgentIo, Option<String>),
         stderr: Some(err_r),
         pty: None,
     };
-    Ok(([in_r, out_w, err_w], io, None))
+    Ok(([in_r, out_w, err_w], io))
+}
+
+/// The agent's ends of a pty whose master the launcher sent.
+fn pty_io(master: OwnedFd) -> Result<AgentIo, String> {
+    let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| err("dup", e));
+    Ok(AgentIo {
+        stdin: Some(dup(&master)?),
+        stdout: Some(dup(&master)?),
+        stderr: None,
+        pty: Some(master),
+    })
 }
 
 /// Starts a launcher for `cfg` and waits until the process exists (exec
 /// mode: until it has exec'd; create mode: until its root is ready).
-pub fn launch(reaper: &Reaper, mut cfg: LaunchConfig) -> Result<Launched, String> {
+pub fn launch(reaper: &Reaper, cfg: LaunchConfig) -> Result<Launched, String> {
     let create = matches!(cfg.mode, LaunchMode::Create(_));
     let guard = SPAWN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let (child_io, io, pty_name) = make_stdio(cfg.process.terminal)?;
-    if let (LaunchMode::Create(c), Some(name)) = (&mut cfg.mode, pty_name) {
-        c.console = Some(name.into());
-    }
+    let terminal = cfg.process.terminal;
+    let (child_io, mut io) = make_stdio(terminal)?;
     let (mut sync, child_sync) = UnixStream::pair().map_err(|e| err("socketpair", e))?;
     let start = if create {
         Some(pipe2(OFlag::O_CLOEXEC).map_err(|e| err("pipe", e))?)
@@ -136,22 +135,40 @@ pub fn launch(reaper: &Reaper, mut cfg: LaunchConfig) -> Result<Launched, String
     sync.set_read_timeout(Some(LAUNCH_TIMEOUT))
         .map_err(|e| err("socket timeout", e))?;
     msg::send(&mut sync, &cfg).map_err(|e| err("sending the launch config", e))?;
-    let pid =
-        match msg::recv::<_, LauncherMsg>(&mut sync).map_err(|e| err("reading the launcher", e))? {
-            Some(LauncherMsg::Pid(pid)) => pid,
-            Some(LauncherMsg::Error(e)) => return Err(e),
-            other => return Err(format!("launcher said {other:?} instead of a pid")),
-        };
+    let mut reader = msg::FdReader::new(&sync);
+    let mut next =
+        || msg::recv::<_, LauncherMsg>(&mut reader).map_err(|e| err("reading the launcher", e));
+    let pid = match next()? {
+        Some(LauncherMsg::Pid(pid)) => pid,
+        Some(LauncherMsg::Error(e)) => return Err(e),
+        other => return Err(format!("launcher said {other:?} instead of a pid")),
+    };
     let exit = reaper.watch(pid);
-    sync.write_all(&[1]).map_err(|e| err("acking the pid", e))?;
+    (&sync)
+        .write_all(&[1])
+        .map_err(|e| err("acking the pid", e))?;
+    if terminal {
+        let msg =
+            msg::recv::<_, LauncherMsg>(&mut reader).map_err(|e| err("reading the launcher", e))?;
+        match msg {
+            Some(LauncherMsg::Pty) if !reader.fds.is_empty() => io = pty_io(reader.fds.remove(0))?,
+            Some(LauncherMsg::Error(e)) => return Err(e),
+            other => {
+                return Err(format!(
+                    "launcher said {other:?} instead of sending the pty"
+                ));
+            }
+        }
+    }
     let reply =
-        msg::recv::<_, LauncherMsg>(&mut sync).map_err(|e| err("reading the launcher", e))?;
+        msg::recv::<_, LauncherMsg>(&mut reader).map_err(|e| err("reading the launcher", e))?;
     match (reply, create) {
         (Some(LauncherMsg::Ready), true) => {}
         (None, false) => {}
         (Some(LauncherMsg::Error(e)), _) => return Err(e),
         (other, _) => return Err(format!("launcher said {other:?}")),
     }
+    drop(reader);
     let pending = start_w.map(|w| (sync, w));
     Ok(Launched {
         pid,

@@ -125,7 +125,6 @@ pub fn rewrite(cid: &str, json: &[u8], shared: &Path) -> Result<Plan, SpecError>
         devices,
         masked_paths: paths(linux.masked_paths(), "masked path")?,
         readonly_paths: paths(linux.readonly_paths(), "readonly path")?,
-        console: None,
     };
     Ok(Plan {
         container,

@@ -69,10 +69,26 @@ pub fn exec(p: &ProcessConfig) -> Result<(), String> {
     let argv: Vec<CString> = p.args.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
     let envp: Vec<CString> = env.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
     let path = cstr(&prog)?;
+    reset_signals()?;
     let e = execve(&path, &argv, &envp)
         .err()
         .map_or_else(String::new, |e| e.to_string());
     Err(format!("exec {prog}: {e}"))
+}
+
+/// Default dispositions and an empty signal mask for the container's
+/// process: ignored signals stay ignored across exec, and the launcher
+/// inherits some (Rust's runtime ignores SIGPIPE; the agent, started with `&`
+/// by a non-interactive shell, has SIGINT and SIGQUIT ignored).
+#[allow(unsafe_code)]
+fn reset_signals() -> Result<(), String> {
+    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask};
+    for sig in Signal::iterator().filter(|s| !matches!(s, Signal::SIGKILL | Signal::SIGSTOP)) {
+        // SAFETY: SIG_DFL installs no handler code; we are single-threaded.
+        unsafe { signal(sig, SigHandler::SigDfl) }.map_err(|e| format!("resetting {sig}: {e}"))?;
+    }
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .map_err(|e| format!("sigprocmask: {e}"))
 }
 
 #[allow(unsafe_code)]

@@ -18,6 +18,7 @@ mod rootfs;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 
 use nix::sched::{CloneFlags, setns, unshare};
@@ -68,7 +69,10 @@ fn run(cfg: &LaunchConfig, sync: &mut UnixStream) -> Result<(), String> {
                     .map_err(|e| format!("unshare(cgroup): {e}"))?;
             }
             let child = |sync: &mut UnixStream| -> Result<(), String> {
-                rootfs::setup(c)?;
+                let dev_tmpfs = rootfs::setup(c)?;
+                if cfg.process.terminal {
+                    take_pty(sync, dev_tmpfs)?;
+                }
                 msg::send(sync, &LauncherMsg::Ready).map_err(|e| format!("sending ready: {e}"))?;
                 wait_start()?;
                 exec::exec(&cfg.process)
@@ -80,7 +84,12 @@ fn run(cfg: &LaunchConfig, sync: &mut UnixStream) -> Result<(), String> {
             namespaces,
         } => {
             join(*init_pid, namespaces)?;
-            fork_and_report(sync, |_| exec::exec(&cfg.process))
+            fork_and_report(sync, |sync| {
+                if cfg.process.terminal {
+                    take_pty(sync, false)?;
+                }
+                exec::exec(&cfg.process)
+            })
         }
     }
 }
@@ -151,6 +160,46 @@ fn fork_and_report(
             std::process::exit(127)
         }
     }
+}
+
+/// Opens a pty in the container's devpts (so `tty` names it there), sends
+/// the master to the agent, makes the slave our stdio and, for a container's
+/// init with its own /dev, binds it on /dev/console.
+fn take_pty(sync: &mut UnixStream, console: bool) -> Result<(), String> {
+    use nix::fcntl::OFlag;
+    use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(|e| format!("opening /dev/ptmx in the container: {e}"))?;
+    grantpt(&master).map_err(|e| format!("grantpt: {e}"))?;
+    unlockpt(&master).map_err(|e| format!("unlockpt: {e}"))?;
+    let name = ptsname_r(&master).map_err(|e| format!("ptsname: {e}"))?;
+    let slave = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&name)
+        .map_err(|e| format!("opening {name}: {e}"))?;
+    if console {
+        let none: Option<&str> = None;
+        if !std::path::Path::new("/dev/console").exists() {
+            fs::File::create("/dev/console").map_err(|e| format!("creating /dev/console: {e}"))?;
+        }
+        nix::mount::mount(
+            Some(name.as_str()),
+            "/dev/console",
+            none,
+            nix::mount::MsFlags::MS_BIND,
+            none,
+        )
+        .map_err(|e| format!("binding {name} on /dev/console: {e}"))?;
+    }
+    msg::send_with_fd(sync, &LauncherMsg::Pty, master.as_raw_fd())
+        .map_err(|e| format!("sending the pty: {e}"))?;
+    drop(master);
+    for fd in 0..3 {
+        nix::unistd::dup2(slave.as_raw_fd(), fd).map_err(|e| format!("dup2 pty: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Create mode: block until the agent writes the start byte (or closes the pipe).

@@ -26,8 +26,9 @@ const STD_DEVICES: [(&str, u64, u64); 6] = [
     ("tty", 5, 0),
 ];
 
-/// Sets up the root in the (new) mount namespace and changes into it.
-pub fn setup(c: &ContainerConfig) -> Result<(), String> {
+/// Sets up the root in the (new) mount namespace and changes into it;
+/// says whether /dev is the container's own tmpfs.
+pub fn setup(c: &ContainerConfig) -> Result<bool, String> {
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(|e| format!("making / private: {e}"))?;
@@ -51,18 +52,6 @@ pub fn setup(c: &ContainerConfig) -> Result<(), String> {
             dev_tmpfs = true;
         }
     }
-    if let (Some(console), true) = (&c.console, dev_tmpfs) {
-        let target = resolve(&root_fd, Path::new("/dev/console"), Some(false))
-            .map_err(|e| format!("creating /dev/console: {e}"))?;
-        mount(
-            Some(console),
-            &fd_path(&target),
-            none,
-            MsFlags::MS_BIND,
-            none,
-        )
-        .map_err(|e| format!("binding the terminal on /dev/console: {e}"))?;
-    }
     change_root(root)?;
     if dev_tmpfs {
         populate_dev(&c.devices).map_err(|e| format!("populating /dev: {e}"))?;
@@ -79,7 +68,7 @@ pub fn setup(c: &ContainerConfig) -> Result<(), String> {
     if let Some(h) = &c.hostname {
         sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;
     }
-    Ok(())
+    Ok(dev_tmpfs)
 }
 
 fn fd_path(fd: &OwnedFd) -> PathBuf {
