@@ -94,9 +94,13 @@ fn do_mount(root_fd: &OwnedFd, m: &MountConfig) -> Result<(), String> {
         mount(Some(&m.source), &target, none, MsFlags::MS_BIND | rec, none)
             .map_err(|e| e.to_string())?;
         if !flags.is_empty() {
+            // The fd opened before the mount names the covered folder: a
+            // remount there is EINVAL. Open the new mount's root instead.
+            let mounted = resolve(root_fd, &m.destination, None)
+                .map_err(|e| format!("resolving the mount: {e}"))?;
             mount(
                 none,
-                &target,
+                &fd_path(&mounted),
                 none,
                 MsFlags::MS_BIND | MsFlags::MS_REMOUNT | rec | flags,
                 none,
@@ -113,9 +117,12 @@ fn do_mount(root_fd: &OwnedFd, m: &MountConfig) -> Result<(), String> {
         mount(Some(&m.source), &target, Some(fstype), flags, data).map_err(|e| e.to_string())?;
     }
     if m.propagation != 0 {
+        // as above: the new mount, not the folder it covers
+        let mounted = resolve(root_fd, &m.destination, None)
+            .map_err(|e| format!("resolving the mount: {e}"))?;
         mount(
             none,
-            &target,
+            &fd_path(&mounted),
             none,
             MsFlags::from_bits_truncate(m.propagation),
             none,
