@@ -99,7 +99,7 @@ pub enum ShimError {
         call: &'static str,
         /// The ttrpc error.
         #[source]
-        source: ttrpc::Error,
+        source: AgentCallError,
     },
     /// Opening a FIFO or another file.
     #[error("Cannot {what} {path}")]
@@ -114,10 +114,36 @@ pub enum ShimError {
     },
 }
 
+/// A ttrpc error of an agent call, shown as the agent's status (code and
+/// message) rather than ttrpc's debug form.
+#[derive(Debug)]
+pub struct AgentCallError(pub ttrpc::Error);
+
+impl std::fmt::Display for AgentCallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            ttrpc::Error::RpcStatus(s) => write!(f, "{:?}: {}", s.code(), s.message()),
+            e => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for AgentCallError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.0 {
+            ttrpc::Error::RpcStatus(_) => None,
+            e => Some(e),
+        }
+    }
+}
+
 impl ShimError {
     /// An agent call error, for `map_err`.
     pub fn agent(call: &'static str) -> impl FnOnce(ttrpc::Error) -> ShimError {
-        move |source| ShimError::Agent { call, source }
+        move |source| ShimError::Agent {
+            call,
+            source: AgentCallError(source),
+        }
     }
 
     /// The ttrpc code containerd maps back to its error kinds.
@@ -159,6 +185,16 @@ impl From<ShimError> for ttrpc::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agent_statuses_read_as_code_and_message() {
+        let st = ttrpc::get_status(Code::INTERNAL, "mount failed".to_string());
+        let e = ShimError::agent("CreateContainer")(ttrpc::Error::RpcStatus(st));
+        assert_eq!(
+            chain(&e),
+            "Agent call CreateContainer failed: INTERNAL: mount failed"
+        );
+    }
 
     #[test]
     fn codes_and_messages_reach_containerd() {

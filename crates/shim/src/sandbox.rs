@@ -12,7 +12,9 @@ use runtime::{
 };
 use sandvm_agent_protocol::agent::CreateSandboxRequest;
 use sandvm_agent_protocol::agent_ttrpc::AgentServiceClient;
-use sandvm_agent_protocol::{AgentEndpoint, SHARED_FS_TAG, ctx, wait_ready};
+use sandvm_agent_protocol::{
+    AgentClient, AgentEndpoint, ConnectError, DEFAULT_CONNECT_TIMEOUT, SHARED_FS_TAG, connect, ctx,
+};
 use tokio::sync::{Mutex, watch};
 
 use crate::error::ShimError;
@@ -32,6 +34,18 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the guest may take to boot until its agent answers (TCG on a
 /// loaded host is slow; a VM that dies meanwhile fails the wait at once).
 const AGENT_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// While the guest boots, each attempt to reach the agent is this short: a
+/// sync line sent before the guest opened its port is lost, and the next
+/// attempt should not wait long for its answer.
+const BOOT_ATTEMPT: Duration = Duration::from_millis(1500);
+
+/// How long attempts stay short; later ones get
+/// [`DEFAULT_CONNECT_TIMEOUT`] (a slow, loaded host).
+const BOOT_PHASE: Duration = Duration::from_secs(20);
+
+/// Pause between attempts.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Deadline of one short agent call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -150,7 +164,7 @@ impl Sandbox {
         let ep = endpoint(vm.get_agent_socket().map_err(hv("find the agent socket"))?);
         tracing::info!(sid = %b.sid, endpoint = %ep, "waiting for the agent");
         let client = tokio::select! {
-            r = wait_ready(&ep, AGENT_TIMEOUT) => r.map_err(|source| ShimError::Connect {
+            r = wait_agent(&ep, AGENT_TIMEOUT) => r.map_err(|source| ShimError::Connect {
                 sid: b.sid.clone(),
                 source,
             })?,
@@ -216,6 +230,33 @@ impl Sandbox {
             tracing::warn!(sid = %self.sid, error = %e, "cannot clear the share folder");
         }
         *done = true;
+    }
+}
+
+/// Retries [`connect`] until the agent answers `Check` (a version mismatch is
+/// final), with short attempts while the guest boots.
+async fn wait_agent(ep: &AgentEndpoint, deadline: Duration) -> Result<AgentClient, ConnectError> {
+    let start = tokio::time::Instant::now();
+    loop {
+        let per = if start.elapsed() < BOOT_PHASE {
+            BOOT_ATTEMPT
+        } else {
+            DEFAULT_CONNECT_TIMEOUT
+        };
+        let left = deadline.saturating_sub(start.elapsed());
+        match connect(ep, per.min(left).max(RETRY_PAUSE)).await {
+            Ok(c) => return Ok(c),
+            Err(e @ ConnectError::VersionMismatch { .. }) => return Err(e),
+            Err(e) if start.elapsed() + RETRY_PAUSE >= deadline => {
+                return Err(ConnectError::NotReady {
+                    endpoint: ep.to_string(),
+                    after: deadline,
+                    last: Box::new(e),
+                });
+            }
+            Err(e) => tracing::debug!(error = %e, "agent not ready yet"),
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
     }
 }
 
