@@ -21,6 +21,12 @@ After the rounds: no task, container, shim or mount is left (checked, and
 reported as problems, not hidden). Prints medians and each runtime's ratio to
 runc as JSON, and writes target/bench/ctr.json.
 
+With sandvm's runtime (io.containerd.sandvm.v2) as a column, what a sandbox
+costs beside the container is measured once, on a running `sleep`: the PSS of
+the shim, of QEMU and of virtiofsd on the host, and the RSS of the agent in
+the guest (read by a process of a container without a pid namespace of its
+own, which sees the guest's processes). Under "sandvm_costs" in the JSON.
+
 Usage: python3 bench/ctr_bench.py [--rounds 20] [--runtime NAME[=CONFIG]]... [--path DIR]...
 """
 
@@ -39,6 +45,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNC = "io.containerd.runc.v2"
+SANDVM = "io.containerd.sandvm.v2"
 IMAGE = "sandvm.test/busybox:latest"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DISABLED_PLUGINS = [
@@ -122,6 +129,17 @@ class PrivateContainerd:
                     pass
         return out
 
+    def processes(self) -> list[tuple[int, str]]:
+        """(pid, command name) of the processes mentioning the folder (shims, QEMU, daemons)."""
+        out = []
+        for pid in self.shim_pids():
+            try:
+                argv0 = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")[0]
+            except OSError:
+                continue
+            out.append((pid, os.path.basename(argv0.decode(errors="replace"))))
+        return out
+
     def mounts(self) -> list[str]:
         key = f"{self.dir}/"
         return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
@@ -175,6 +193,74 @@ class PrivateContainerd:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def pss_kib(pid: int) -> int:
+    """A process's proportional set size, KiB (0 when it is gone)."""
+    try:
+        for line in (Path("/proc") / str(pid) / "smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+# Run in the guest's pid namespace: the agent's RSS (its launchers carry __launch).
+AGENT_RSS = ("for p in /proc/[0-9]*; do "
+             "[ \"$(cat $p/comm 2>/dev/null)\" = sandvm-agent ] || continue; "
+             "tr '\\0' ' ' < $p/cmdline | grep -q __launch && continue; "
+             "awk '/^VmRSS:/ { print $2 }' $p/status; done")
+
+
+def task_status(cd: PrivateContainerd, cid: str) -> str:
+    """The status `ctr tasks list` shows for `cid` ("" when none)."""
+    for line in cd.ctr("tasks", "list", check=False).stdout.splitlines():
+        f = line.split()
+        if f and f[0] == cid:
+            return f[-1]
+    return ""
+
+
+def sandbox_costs(cd: PrivateContainerd, extra: list[str]) -> dict:
+    """What a running sandvm sandbox costs beside its container (see the module doc)."""
+    img = cd.dir / "imgroot"
+    img.mkdir(exist_ok=True)
+    cd.ctr("images", "mount", IMAGE, str(img))
+    try:
+        spec = json.loads(cd.ctr("oci", "spec").stdout)
+        spec["root"] = {"path": str(img), "readonly": True}
+        spec["process"]["args"] = ["sleep", "600"]
+        spec["linux"]["namespaces"] = [n for n in spec["linux"]["namespaces"] if n["type"] != "pid"]
+        f = cd.dir / "cost-spec.json"
+        f.write_text(json.dumps(spec))
+        cd.used.append("cost")
+        cd.ctr("run", "--detach", "--runtime", SANDVM, *extra, "--config", str(f), "cost")
+        try:
+            time.sleep(2)  # let the shim's and the guest's first allocations settle
+            kib: dict[str, int] = {}
+            for pid, name in cd.processes():
+                key = {"containerd-shim-sandvm-v2": "shim_pss_kib", "qemu-system-x86_64": "qemu_pss_kib",
+                       "virtiofsd": "virtiofsd_pss_kib"}.get(name)
+                if key:
+                    kib[key] = kib.get(key, 0) + pss_kib(pid)
+            rss = cd.ctr("tasks", "exec", "--exec-id", "rss", "cost", "sh", "-c", AGENT_RSS).stdout.split()
+            kib["agent_rss_kib"] = int(rss[0]) if rss else 0
+            return kib
+        finally:
+            cd.ctr("tasks", "kill", "-s", "KILL", "cost", check=False)
+            for _ in range(300):
+                if task_status(cd, "cost") in ("STOPPED", ""):
+                    break
+                time.sleep(0.2)
+            cd.ctr("tasks", "delete", "cost", check=False)
+            cd.ctr("containers", "delete", "cost", check=False)
+            for _ in range(300):  # the shim exits and containerd cleans up after the delete
+                if not cd.processes():
+                    break
+                time.sleep(0.2)
+    finally:
+        cd.ctr("images", "unmount", str(img), check=False)
+
+
 def parse_runtime(spec: str) -> tuple[str, list[str]]:
     name, _, config = spec.partition("=")
     extra = ["--runtime-config-path", str(Path(config).resolve())] if config else []
@@ -218,6 +304,7 @@ def main() -> None:
                 samples[name].append(run(name, extra))
             print(f"round {i + 1}: " + ", ".join(f"{nm.removeprefix('io.containerd.')} {samples[nm][-1]:.0f} ms"
                                                  for nm, _ in runtimes), file=sys.stderr)
+        costs = {name: sandbox_costs(cd, extra) for name, extra in runtimes if name == SANDVM}
         problems = cd.leftovers()
     finally:
         cd.close()
@@ -236,6 +323,7 @@ def main() -> None:
             }
             for name, s in samples.items()
         },
+        "sandvm_costs": costs.get(SANDVM),
         "problems": problems,
         "samples": samples,
     }
