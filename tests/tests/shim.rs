@@ -272,3 +272,91 @@ fn checkpoint_is_refused_by_name() {
     e.ctr_ok(&["containers", "delete", "n1"]);
     e.assert_clean();
 }
+
+/// A Kata `configuration.toml` (its `[hypervisor.qemu]` with `[agent.kata]`,
+/// `[runtime]` and `[image]` tables beside it) loads: the shim boots from it
+/// and logs the other components' tables as ignored.
+#[test]
+fn a_kata_configuration_loads() {
+    let e = ShimEnv::start();
+    let repo = sandvm_tests::repo();
+    let shipped = std::fs::read_to_string(&e.config).unwrap();
+    let kata = shipped
+        .replace("\"../", &format!("\"{}/", repo.display()))
+        .replace("[factory]\nenable_template = false\n", "")
+        + "\n[agent.kata]\nenable_debug = false\ndial_timeout = 45\n\
+           \n[runtime]\ninternetworking_model = \"tcfilter\"\nsandbox_cgroup_only = true\n\
+           \n[image]\nservice_offload = false\n";
+    let file = shim_support::write_file(e.cd.dir(), "configuration.toml", &kata);
+    let mut args = vec![
+        "run".to_string(),
+        "--rm".into(),
+        "--runtime".into(),
+        sandvm_tests::containerd::SANDVM.into(),
+        "--runtime-config-path".into(),
+        file.display().to_string(),
+    ];
+    args.extend([e.img.to_string(), "k1".into(), "uname".into(), "-r".into()]);
+    let out = e.ctr(&args);
+    e.check(&out, "ctr run with a Kata configuration.toml");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        guest_kernel_release()
+    );
+    let log = e.cd.log();
+    for t in ["agent.kata", "runtime", "image"] {
+        assert!(
+            log.contains(&format!("Table [{t}] is not used by sandvm")),
+            "no warning for [{t}]:\n{}",
+            tail(&log, 40)
+        );
+    }
+    e.assert_clean();
+}
+
+/// The agent over hybrid vsock (vhost-device-vsock) instead of
+/// virtio-serial: the same container runs.
+#[test]
+fn the_agent_over_hybrid_vsock() {
+    let e = ShimEnv::start();
+    let daemon = sandvm_tests::tool("vhost-device-vsock");
+    let repo = sandvm_tests::repo();
+    let cfg = std::fs::read_to_string(&e.config)
+        .unwrap()
+        .replace("\"../", &format!("\"{}/", repo.display()))
+        .replace(
+            "agent_channel = \"virtio-serial\"",
+            &format!(
+                "agent_channel = \"hybrid-vsock\"\nvsock_daemon = \"{}\"",
+                daemon.display()
+            ),
+        );
+    assert!(cfg.contains("hybrid-vsock"), "the shipped config changed");
+    let file = shim_support::write_file(e.cd.dir(), "hybrid.toml", &cfg);
+    let mut args = vec![
+        "run".to_string(),
+        "--rm".into(),
+        "--runtime".into(),
+        sandvm_tests::containerd::SANDVM.into(),
+        "--runtime-config-path".into(),
+        file.display().to_string(),
+    ];
+    args.extend([e.img.to_string(), "h1".into(), "sh".into(), "-c".into()]);
+    args.push("cat /etc/sandvm-image; exit 4".into());
+    let out = e.ctr(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{out:?}\n{}",
+        tail(&e.cd.log(), 40)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        TEST_IMAGE_MARKER
+    );
+    assert!(
+        e.cd.log().contains("hybrid vsock"),
+        "the agent was not reached over hybrid vsock"
+    );
+    e.assert_clean();
+}
