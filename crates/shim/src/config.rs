@@ -178,6 +178,48 @@ mod tests {
         }
     }
 
+    /// A Kata-style file around fake assets (the runtime checks that they
+    /// exist; QEMU must be installed: `make setup`).
+    fn kata_file(dir: &Path, qemu_extra: &str) -> PathBuf {
+        for f in ["vmlinuz", "initrd", "virtiofsd"] {
+            std::fs::write(dir.join(f), "x").unwrap();
+        }
+        let text = format!(
+            "[hypervisor.qemu]\npath = \"/usr/bin/qemu-system-x86_64\"\nkernel = \"vmlinuz\"\n\
+             initrd = \"initrd\"\nmachine_type = \"q35\"\nvirtio_fs_daemon = \"virtiofsd\"\n{qemu_extra}\n\
+             [agent.kata]\ndial_timeout = 45\n\n[runtime]\nsandbox_cgroup_only = true\n"
+        );
+        let p = dir.join("configuration.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[tokio::test]
+    async fn a_kata_file_loads_and_containers_need_a_share_and_the_agent() {
+        let d = tempfile::tempdir().unwrap();
+        let ok = kata_file(d.path(), "shared_fs = \"virtio-fs\"");
+        let cfg = load(&ok).await.unwrap();
+        assert_eq!(cfg.shared_fs.kind, SharedFs::VirtioFs);
+        let warnings = runtime::load_config(&ok).unwrap().warnings;
+        let text: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
+        assert!(text.iter().any(|w| w.contains("[agent.kata]")), "{text:?}");
+        assert!(text.iter().any(|w| w.contains("[runtime]")), "{text:?}");
+
+        let none = kata_file(d.path(), "shared_fs = \"none\"");
+        let e = load(&none).await.unwrap_err();
+        assert!(matches!(e, ConfigError::NoSharedFs { .. }), "{e}");
+        assert!(e.to_string().contains("virtio-fs"), "{e}");
+
+        let no_agent = kata_file(
+            d.path(),
+            "shared_fs = \"virtio-fs\"\nagent_channel = \"none\"",
+        );
+        let e = load(&no_agent).await.unwrap_err();
+        assert!(matches!(e, ConfigError::NoAgent { .. }), "{e}");
+        let e = load(&d.path().join("missing.toml")).await.unwrap_err();
+        assert!(e.to_string().contains("missing.toml"), "{e}");
+    }
+
     #[test]
     fn config_path_comes_from_runtimeoptions() {
         let any = options("/etc/x/configuration.toml");
