@@ -167,20 +167,6 @@ impl Service {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signals_are_checked() {
-        assert_eq!(signal(15).unwrap(), 15);
-        assert_eq!(signal(64).unwrap(), 64);
-        for bad in [0, 65, u32::MAX] {
-            assert!(signal(bad).unwrap_err().to_string().contains("Invalid signal"));
-        }
-    }
-}
-
 #[async_trait]
 impl AgentService for Service {
     async fn create_sandbox(&self, _: &TtrpcContext, r: CreateSandboxRequest) -> R<Empty> {
@@ -336,5 +322,24 @@ impl Health for Service {
             agent_version: BUILD_VERSION.to_string(),
             ..Default::default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_are_checked() {
+        assert_eq!(signal(15).unwrap(), 15);
+        assert_eq!(signal(64).unwrap(), 64);
+        for bad in [0, 65, u32::MAX] {
+            assert!(
+                signal(bad)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("Invalid signal")
+            );
+        }
     }
 }
