@@ -14,6 +14,8 @@
 #                        info block, second MBR, partition): on a QEMU nvdimm the
 #                        guest sees an fsdax /dev/pmem0 whose /dev/pmem0p1 is the
 #                        ext4, and `-o dax` works (root=/dev/pmem0p1)
+#   sandvm-agent         the guest agent (static, stripped), also installed as
+#                        /sbin/sandvm-agent in the initramfs and the root images
 #   manifest             sizes and sha256 of the above, written last
 #
 # Environment:
@@ -21,9 +23,15 @@
 #   KERNEL_PKG=...   kernel package to resolve (default linux-image-cloud-amd64);
 #                    a meta package is followed to the versioned image package
 #   ROOTFS_MIB=64    size of rootfs.ext4 in MiB (rounded up to a multiple of 2)
+#   AGENT_BIN=path   install this agent binary instead of building it
+#   NO_AGENT=1       build the guest without the agent
 #
-# Idempotent: when every output exists and is newer than this script and every
-# file under guest/, it exits at once. Every output is built in a temp dir and
+# The agent is built first (cargo, static glibc: -C target-feature=+crt-static
+# with an explicit --target, in the workspace's target dir); cargo itself is
+# incremental, so this takes a second when nothing changed.
+#
+# Idempotent: when every output exists and is newer than this script, every
+# file under guest/ and the agent binary, it exits at once. Every output is built in a temp dir and
 # renamed into place, so an interrupted build never leaves a half-made asset.
 set -euo pipefail
 
@@ -34,16 +42,44 @@ CACHE=$OUT/cache
 KERNEL_PKG=${KERNEL_PKG:-linux-image-cloud-amd64}
 ROOTFS_MIB=${ROOTFS_MIB:-64}
 OUTPUTS=(vmlinuz kernel-version initramfs.cpio.gz rootfs.ext4 rootfs-dax.img manifest)
+AGENT_TARGET=x86_64-unknown-linux-gnu
 
 log() { echo "build-guest: $*" >&2; }
 die() { echo "build-guest: error: $*" >&2; exit 1; }
+# run a long step, saying what it is and how long it took
+timed() { # LABEL CMD...
+  local label=$1 t0=$SECONDS; shift
+  log "$label ..."
+  "$@" || die "$label failed"
+  log "$label: done in $((SECONDS - t0)) s"
+}
+
+# ---------------------------------------------------------------- agent
+AGENT=""
+if [ "${NO_AGENT:-0}" != 1 ]; then
+  if [ -n "${AGENT_BIN:-}" ]; then
+    AGENT=$AGENT_BIN
+  else
+    command -v cargo >/dev/null 2>&1 || die "cargo not found (run 'make setup'), or NO_AGENT=1"
+    TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps 2>/dev/null \
+      | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+    TARGET_DIR=${TARGET_DIR:-$ROOT/target}
+    AGENT=$TARGET_DIR/$AGENT_TARGET/release/sandvm-agent
+    # the explicit --target keeps build scripts and proc macros dynamic
+    timed "building sandvm-agent (static, release; minutes when it changed)" \
+      env RUSTFLAGS='-C target-feature=+crt-static' \
+      cargo build --quiet --release --manifest-path "$ROOT/Cargo.toml" -p sandvm-agent --target "$AGENT_TARGET"
+  fi
+  [ -x "$AGENT" ] || die "no agent binary at $AGENT"
+  OUTPUTS+=(sandvm-agent)
+fi
 
 # ---------------------------------------------------------------- up to date?
 up_to_date() {
   [ "${FORCE:-0}" = 1 ] && return 1
   local o newest_in
   # newest input: this script and everything under guest/
-  newest_in=$(find "$ROOT/scripts/build-guest.sh" "$GUEST_SRC" -type f -printf '%T@\n' | sort -n | tail -1)
+  newest_in=$(find "$ROOT/scripts/build-guest.sh" "$GUEST_SRC" ${AGENT:+"$AGENT"} -type f -printf '%T@\n' | sort -n | tail -1)
   for o in "${OUTPUTS[@]}"; do
     [ -s "$OUT/$o" ] || return 1
     # strictly newer than the newest input
@@ -128,8 +164,10 @@ log "busybox package: $(basename "$bbdeb")"
 # ---------------------------------------------------------------- extract
 KX=$TMP/kernel
 BX=$TMP/busybox
+t0=$SECONDS
 dpkg-deb -x "$kdeb" "$KX"
 dpkg-deb -x "$bbdeb" "$BX"
+log "packages unpacked in $((SECONDS - t0)) s"
 KVER=$(ls "$KX/lib/modules" | head -1)
 [ -n "$KVER" ] && [ -f "$KX/boot/vmlinuz-$KVER" ] || die "no vmlinuz/modules in $(basename "$kdeb")"
 KMOD=$KX/lib/modules/$KVER
@@ -222,6 +260,7 @@ make_tree() { # $1 = dir, $2 = "initramfs" | "rootfs"
   install -m 0755 "$GUEST_SRC/init" "$d/init"
   install -m 0755 "$GUEST_SRC/init" "$d/sbin/init"
   [ -f "$GUEST_SRC/hotplug" ] && install -m 0755 "$GUEST_SRC/hotplug" "$d/sbin/sandvm-hotplug"
+  [ -n "$AGENT" ] && install -m 0755 "$TMP/sandvm-agent" "$d/sbin/sandvm-agent"
   stage_modules "$d"
   printf 'root:x:0:0:root:/root:/bin/sh\n' > "$d/etc/passwd"
   printf 'root:x:0:\ntty:x:5:\n' > "$d/etc/group"
@@ -233,12 +272,18 @@ make_tree() { # $1 = dir, $2 = "initramfs" | "rootfs"
 }
 
 log "kernel $KVER: ${#ORDER[@]} modules to load, ${#BUILTIN_LIST[@]} requested ones built in"
+if [ -n "$AGENT" ]; then
+  strip -s -o "$TMP/sandvm-agent" "$AGENT" 2>/dev/null || cp "$AGENT" "$TMP/sandvm-agent"
+  log "agent: $(stat -c %s "$TMP/sandvm-agent") bytes (stripped) from $AGENT"
+fi
 
 # initramfs
 IR=$TMP/initramfs
 make_tree "$IR" initramfs
+t0=$SECONDS
 (cd "$IR" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 --reproducible) \
   | gzip -9n > "$TMP/initramfs.cpio.gz"
+log "initramfs: $(stat -c %s "$TMP/initramfs.cpio.gz") bytes in $((SECONDS - t0)) s"
 
 # root image (size a multiple of 2 MiB: QEMU nvdimm/DAX alignment)
 RF=$TMP/rootfs
@@ -314,13 +359,13 @@ printf '%s\n' "${BUILTIN_LIST[@]}" > "$TMP/modules-builtin"
   echo "kernel-package $(basename "$kdeb")"
   echo "busybox-package $(basename "$bbdeb")"
   echo "kernel-version $KVER"
-  for f in vmlinuz initramfs.cpio.gz rootfs.ext4 rootfs-dax.img; do
+  for f in vmlinuz initramfs.cpio.gz rootfs.ext4 rootfs-dax.img ${AGENT:+sandvm-agent}; do
     echo "$f $(stat -c %s "$TMP/$f") $(sha256sum "$TMP/$f" | cut -d' ' -f1)"
   done
 } > "$TMP/manifest"
 
 # ---------------------------------------------------------------- install (atomic renames)
-for f in kernel-config modules-loaded modules-builtin vmlinuz kernel-version initramfs.cpio.gz rootfs.ext4 rootfs-dax.img manifest; do
+for f in kernel-config modules-loaded modules-builtin vmlinuz kernel-version initramfs.cpio.gz rootfs.ext4 rootfs-dax.img ${AGENT:+sandvm-agent} manifest; do
   mv -f "$TMP/$f" "$OUT/$f"
 done
 
@@ -330,6 +375,7 @@ for f in vmlinuz initramfs.cpio.gz rootfs.ext4 rootfs-dax.img; do
   printf '  %-18s %9s bytes\n' "$f" "$(stat -c %s "$OUT/$f")"
 done
 echo "  kernel-version     $KVER ($kpkg)"
+if [ -n "$AGENT" ]; then echo "  agent              /sbin/sandvm-agent ($(stat -c %s "$OUT/sandvm-agent") bytes)"; else echo "  agent              none (NO_AGENT=1)"; fi
 echo "  modules loaded     ${#ORDER[@]}: ${ORDER[*]}"
 echo "  built in           ${BUILTIN_LIST[*]:-none}"
 [ ${#MISSING_LIST[@]} -gt 0 ] && echo "  not available      ${MISSING_LIST[*]}"
