@@ -5,8 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use runtime::config::{ConfigError, GuestArch, HostInfo, parse_str};
-use runtime::qemu::{arch::Accel, build};
+use runtime::config::{Accel, ConfigError, GuestArch, HostInfo, parse_str};
 use std::path::Path;
 
 const HOST: HostInfo = HostInfo {
@@ -24,17 +23,17 @@ fuzz_target!(|data: &[u8]| {
             let cfg = &loaded.config;
             let _ = cfg.check_supported();
             for accel in [Accel::Kvm, Accel::Tcg] {
-                let qc = build::build(&build::BuildInput {
+                let planned = runtime::tools::plan(
                     cfg,
-                    id: "fuzz",
-                    uuid: "00000000-0000-0000-0000-000000000000",
-                    dir: Path::new("/run/sandvm/fuzz"),
+                    "fuzz",
+                    "00000000-0000-0000-0000-000000000000",
+                    Path::new("/run/sandvm/fuzz"),
                     accel,
-                    image_size: Some(64 << 20),
-                });
-                if let Err(e) = qc.validate() {
-                    panic!("loaded, but the QEMU config is invalid under {accel:?}: {e}");
-                }
+                );
+                let qc = match planned {
+                    Ok(qc) => qc,
+                    Err(e) => panic!("loaded, but the QEMU config is invalid under {accel:?}: {e}"),
+                };
                 assert!(qc.to_args().iter().all(|a| !a.contains('\0')));
             }
         }

@@ -4,13 +4,22 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use tokio::sync::Mutex;
 
 use crate::reaper::{ExitWatch, wait_exit};
 use crate::spawn::Launched;
 use crate::stream::FdStream;
+
+/// kill(2) with a raw signal number (nix's `Signal` has no real-time signals).
+#[allow(unsafe_code)]
+pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    if unsafe { libc::kill(pid, sig) } < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
 
 /// Which output stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,12 +140,12 @@ impl Process {
         }
     }
 
-    /// Sends a signal, unless it has exited (its pid may be reused).
-    pub fn signal(&self, sig: Signal) -> nix::Result<()> {
+    /// Sends signal `sig` (1..=64), unless it has exited (its pid may be reused).
+    pub fn signal(&self, sig: i32) -> io::Result<()> {
         if self.exited().is_some() {
             return Ok(());
         }
-        kill(Pid::from_raw(self.pid), sig)
+        kill(self.pid, sig)
     }
 
     /// Waited for and both outputs drained: the agent may forget it.

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use nix::sys::signal::Signal;
 use sandvm_agent_protocol::agent::*;
 use sandvm_agent_protocol::agent_ttrpc::AgentService;
 use sandvm_agent_protocol::health::{CheckRequest, CheckResponse, check_response::ServingStatus};
@@ -43,11 +42,12 @@ fn done<T>(what: &str, r: Result<T, AgentError>) -> R<T> {
     })
 }
 
-fn signal(n: u32) -> Result<Signal, AgentError> {
-    i32::try_from(n)
-        .ok()
-        .and_then(|n| Signal::try_from(n).ok())
-        .ok_or_else(|| AgentError::Invalid(format!("Invalid signal {n}")))
+/// A signal number 1..=64 (standard and real-time signals).
+fn signal(n: u32) -> Result<i32, AgentError> {
+    match i32::try_from(n) {
+        Ok(n) if (1..=64).contains(&n) => Ok(n),
+        _ => Err(AgentError::Invalid(format!("Invalid signal {n} (1..=64)"))),
+    }
 }
 
 impl Service {
@@ -73,7 +73,7 @@ impl Service {
         let c = self.sb.container(&req.container_id)?;
         if req.all {
             for pid in c.cgroup.pids().await {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+                let _ = crate::process::kill(pid, sig);
             }
             return Ok(());
         }
@@ -322,5 +322,24 @@ impl Health for Service {
             agent_version: BUILD_VERSION.to_string(),
             ..Default::default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_are_checked() {
+        assert_eq!(signal(15).unwrap(), 15);
+        assert_eq!(signal(64).unwrap(), 64);
+        for bad in [0, 65, u32::MAX] {
+            assert!(
+                signal(bad)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("Invalid signal")
+            );
+        }
     }
 }

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use runtime::config;
 use runtime::{
     DEFAULT_START_TIMEOUT, DeviceSpec, ExitReason, Hypervisor, HypervisorError, Qemu, StateError,
-    StateRoot, StopMode, Supervision, TemplateRole, factory, tools::files,
+    StateRoot, StopMode, Supervision, TemplateRole, factory,
 };
 use serde_json::json;
 use std::path::Path;
@@ -115,9 +115,10 @@ pub async fn dispatch(cmd: Cmd, root: StateRoot) -> Result<ExitCode> {
             json,
         } => crate::snapshot::restore(root, &dir, id, config.as_deref(), timeout, json).await,
         Cmd::Start { id, timeout, json } => {
-            let q = Qemu::attach(root.clone(), &id).await?;
+            let q = Qemu::attach(root.clone(), &id)
+                .await?
+                .with_supervision(detached_supervisor(&root)?);
             let r = q.start_vm(Duration::from_secs(timeout)).await?;
-            spawn_supervisor(&root, &q).await?;
             tracing::info!(
                 spawn_ms = r.spawn_ms,
                 qmp_ready_ms = r.qmp_ready_ms,
@@ -199,7 +200,7 @@ async fn run(
     let cfg = load_config(config)?;
     let id = id.unwrap_or_else(new_id);
     let opts = factory::create_options(&cfg)?;
-    let q = Qemu::new(root.clone(), cfg).with_supervision(Supervision::None);
+    let q = Qemu::new(root.clone(), cfg).with_supervision(detached_supervisor(root)?);
     q.create_vm(&id, opts).await?;
     let t0 = Instant::now();
     let started = q.start_vm(DEFAULT_START_TIMEOUT).await;
@@ -207,7 +208,6 @@ async fn run(
         Ok(r) => r,
         Err(e) => return Err(e.into()),
     };
-    spawn_supervisor(root, &q).await?;
     let console = q.get_vm_console()?;
     let is_clone = q.record().and_then(|s| s.template) == Some(TemplateRole::Clone);
     let ready = if is_clone {
@@ -275,32 +275,22 @@ pub fn shell_quote(s: &str) -> String {
     }
 }
 
-/// Start the detached supervisor (`sandvm __supervise ID`): it watches the
-/// VM after this command exits, records how it ended, and tears the sandbox
-/// down when a daemon dies.
-pub async fn spawn_supervisor(root: &StateRoot, q: &Qemu) -> Result<()> {
-    use std::os::unix::process::CommandExt;
-    let (Some(id), Some(dir)) = (q.id(), q.dir()) else {
-        return Ok(());
-    };
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(files::SUPERVISOR_LOG))
-        .context("supervisor log")?;
-    let exe = std::env::current_exe().context("cannot find the sandvm binary")?;
-    let child = std::process::Command::new(exe)
-        .arg("--state-dir")
-        .arg(root.path())
-        .args(["--log-level", "info", "__supervise", &id])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .context("cannot start the supervisor")?;
-    q.set_supervisor(child.id() as i32).await?;
-    Ok(())
+/// Supervision by a detached `sandvm __supervise ID`, which the runtime
+/// starts as soon as QEMU's pid is saved: it watches the VM after this
+/// command exits, records how it ended, and tears the sandbox down when a
+/// daemon dies.
+pub fn detached_supervisor(root: &StateRoot) -> Result<Supervision> {
+    let program = std::env::current_exe().context("cannot find the sandvm binary")?;
+    Ok(Supervision::Detached {
+        program,
+        args: vec![
+            "--state-dir".into(),
+            root.path().display().to_string(),
+            "--log-level".into(),
+            "info".into(),
+            "__supervise".into(),
+        ],
+    })
 }
 
 /// `sandvm create`: a sandbox of the config (a template clone when the

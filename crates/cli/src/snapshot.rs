@@ -1,8 +1,8 @@
 //! `sandvm save` and `sandvm restore`: snapshots of running sandboxes.
 
-use crate::commands::{load_config, new_id, spawn_supervisor};
+use crate::commands::{detached_supervisor, load_config, new_id};
 use anyhow::Result;
-use runtime::{Hypervisor, Qemu, StateRoot, Supervision};
+use runtime::{Hypervisor, Qemu, StateRoot};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -44,10 +44,9 @@ pub async fn restore(
         id: id.unwrap_or_else(new_id),
         config: config.map(load_config).transpose()?,
         timeout: Some(Duration::from_secs(timeout)),
-        supervision: Supervision::None,
+        supervision: detached_supervisor(&root)?,
     };
-    let (q, report) = Qemu::restore(root.clone(), &std::path::absolute(dir)?, opts).await?;
-    spawn_supervisor(&root, &q).await?;
+    let (_q, report) = Qemu::restore(root.clone(), &std::path::absolute(dir)?, opts).await?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -1,5 +1,6 @@
 //! Create, start and stop, on the [`Core`] of one sandbox.
 
+use super::Supervision;
 use super::core::{Core, QMP_TIMEOUT};
 use super::daemons::{DAEMON_READY_TIMEOUT, Pending};
 use super::launch;
@@ -116,7 +117,7 @@ impl Core {
     pub(crate) async fn start(
         &mut self,
         timeout: Duration,
-        events: bool,
+        supervision: &Supervision,
         restore: Option<Restore<'_>>,
     ) -> Result<(StartReport, Option<qmp::Client>)> {
         match self.state.as_ref().map(|s| s.state) {
@@ -124,7 +125,7 @@ impl Core {
             Some(_) => return Err(self.wrong_state("start")),
             None => return Err(HypervisorError::NoSandbox { op: "start" }),
         }
-        match self.start_inner(timeout, events, restore).await {
+        match self.start_inner(timeout, supervision, restore).await {
             Ok(r) => Ok(r),
             Err(e) => {
                 // Leave nothing behind: kill QEMU and the daemons, remove the folder.
@@ -139,9 +140,10 @@ impl Core {
     async fn start_inner(
         &mut self,
         timeout: Duration,
-        want_events: bool,
+        supervision: &Supervision,
         restore: Option<Restore<'_>>,
     ) -> Result<(StartReport, Option<qmp::Client>)> {
+        let want_events = *supervision == Supervision::InProcess;
         let t0 = Instant::now();
         // The daemons first: they come up while QEMU's start is prepared.
         let mut pending: Vec<Pending> = Vec::new();
@@ -195,8 +197,13 @@ impl Core {
                 .collect();
         }
         // Persist the pid before waiting, so a crash of this process leaves a
-        // state that `stop` can clean up.
+        // state that `stop` can clean up; a detached supervisor reads it.
         self.save()?;
+        let (dir, _) = self.parts("start")?;
+        if let Some(sup) = supervision.spawn_detached(dir.path(), dir.id())? {
+            // Saved with the state below; `stop` waits for it.
+            self.record_mut("start")?.supervisor_pid = Some(sup);
+        }
         let client = launch::wait_qmp(pid, &qmp_path, &log, timeout).await?;
         let events = match want_events {
             true => Some(self.connect_events(pid, timeout).await?),

@@ -230,14 +230,15 @@ impl Qemu {
         src: &std::path::Path,
         timeout: Duration,
     ) -> Result<StartReport> {
-        let in_process = self.inner.supervision == Supervision::InProcess;
         let mut core = self.inner.core.lock().await;
         core.create_restored(id, meta, src)?;
         let restore = lifecycle::Restore {
             src,
             running: meta.running,
         };
-        let r = core.start(timeout, in_process, Some(restore)).await;
+        let r = core
+            .start(timeout, &self.inner.supervision, Some(restore))
+            .await;
         self.refresh(&core);
         let (report, events) = r?;
         if let Some(client) = events {
@@ -337,9 +338,8 @@ impl Hypervisor for Qemu {
     }
 
     async fn start_vm(&self, timeout: Duration) -> Result<StartReport> {
-        let in_process = self.inner.supervision == Supervision::InProcess;
         let mut core = self.inner.core.lock().await;
-        let r = core.start(timeout, in_process, None).await;
+        let r = core.start(timeout, &self.inner.supervision, None).await;
         self.refresh(&core);
         let (report, events) = r?;
         if let Some(client) = events {

@@ -42,7 +42,7 @@ pub const MIGRATE_TIMEOUT: Duration = Duration::from_secs(600);
 /// What `snapshot.json` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SnapshotMeta {
-    /// Layout version ([`SNAPSHOT_VERSION`]).
+    /// Layout version (`SNAPSHOT_VERSION`, 1).
     pub version: u32,
     /// The sandvm that wrote it.
     pub sandvm: String,
@@ -58,7 +58,7 @@ pub struct SnapshotMeta {
     pub running: bool,
     /// Bytes of the migration stream.
     pub state_bytes: u64,
-    /// Whether the sandbox's own share folder was copied into [`SHARE_DIR`].
+    /// Whether the sandbox's own share folder was copied into `shared/`.
     pub share_copied: bool,
     /// The sandbox as it was: config, layout, devices (pids cleared).
     pub record: QemuRecord,

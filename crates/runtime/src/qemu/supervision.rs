@@ -12,7 +12,7 @@ use crate::host::process;
 use crate::state::{StateRoot, files, read_state};
 use crate::supervise::{self, Outcome, Watch};
 use crate::types::{VmExit, VmState};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -23,13 +23,53 @@ use tracing::{info, warn};
 const EXIT_RECORD_GRACE: Duration = Duration::from_secs(2);
 
 /// Who watches a VM a handle starts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Supervision {
     /// A task of this process (the default for a shim).
     #[default]
     InProcess,
-    /// Nobody: the caller arranges supervision (the CLI's detached helper).
+    /// A detached process the runtime spawns as soon as QEMU's pid is
+    /// saved (while QEMU comes up): `program args... <sandbox id>`, in its
+    /// own process group, stderr to the sandbox's `supervisor.log`. It is
+    /// expected to run [`Qemu::supervise`] (the CLI's `sandvm __supervise`).
+    Detached {
+        /// The program.
+        program: PathBuf,
+        /// Its arguments before the sandbox id.
+        args: Vec<String>,
+    },
+    /// Nobody: the caller arranges supervision.
     None,
+}
+
+impl Supervision {
+    /// Spawn the detached supervisor of sandbox `id` in `dir`, if this is
+    /// [`Supervision::Detached`]; its pid.
+    pub(crate) fn spawn_detached(&self, dir: &Path, id: &str) -> Result<Option<i32>> {
+        use std::os::unix::process::CommandExt;
+        let Supervision::Detached { program, args } = self else {
+            return Ok(None);
+        };
+        let log_path = dir.join(files::SUPERVISOR_LOG);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(HypervisorError::io(log_path.display()))?;
+        let child = std::process::Command::new(program)
+            .args(args)
+            .arg(id)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .map_err(HypervisorError::io(format!(
+                "start the supervisor {}",
+                program.display()
+            )))?;
+        Ok(Some(child.id() as i32))
+    }
 }
 
 /// What to watch for the sandbox in `core`.
