@@ -41,6 +41,28 @@ fn qemu_killed_under_a_running_task() {
     e.assert_clean();
 }
 
+/// virtiofsd SIGKILLed under a running task: the runtime ends the VM (a
+/// daemon it needs died), the task exits with a failure status.
+#[test]
+fn virtiofsd_killed_under_a_running_task() {
+    let e = ShimEnv::start();
+    let run = e.spawn_run("v1", &[], &["sleep", "1000"]);
+    e.wait_status("v1", "RUNNING");
+    let daemons = e.processes("virtiofsd");
+    let qemu = e.processes("qemu-system-x86_64");
+    assert!(
+        !daemons.is_empty() && qemu.len() == 1,
+        "{daemons:?} {qemu:?}"
+    );
+    for p in &daemons {
+        let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
+    }
+    let out = sandvm_tests::finish(run, "ctr run v1");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(eventually(SETTLE, || !process_alive(qemu[0])), "QEMU runs");
+    e.assert_clean();
+}
+
 /// The shim SIGKILLed under a running task: containerd runs the shim's
 /// `delete`, which reattaches to the sandbox and stops it; the task exits
 /// 137 and goes; nothing is left once the container is deleted.
