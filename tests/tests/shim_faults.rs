@@ -209,3 +209,40 @@ fn fifty_runs_leave_nothing_growing() {
         "a shim is left"
     );
 }
+
+/// A create that fails leaves nothing: a bind mount whose host source is
+/// missing (the shim refuses it before a VM boots), and a mount the agent
+/// refuses (its check of the spec fails after the root was shared). Each
+/// error names its cause; no mount, VM or folder stays.
+#[test]
+fn a_failed_create_leaves_no_mount_and_no_vm() {
+    let e = ShimEnv::start();
+    let missing = e.cd.dir().join("no-such-folder");
+    let m = format!(
+        "type=bind,src={},dst=/x,options=rbind:ro",
+        missing.display()
+    );
+    let out = e.run("f1", &["--mount", &m], &["true"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bind mount source") && err.contains("no-such-folder"),
+        "{err}"
+    );
+    assert!(!e.cd.log().contains("booting the sandbox"), "a VM booted");
+    e.assert_clean_except_containers();
+
+    let m = "type=ext4,src=/dev/vda,dst=/x,options=ro";
+    let out = e.run("f2", &["--mount", m], &["true"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("CreateContainer") && err.contains("ext4"),
+        "{err}"
+    );
+    e.assert_clean_except_containers();
+    for id in ["f1", "f2"] {
+        let _ = e.cd.ctr(&["containers", "delete", id]);
+    }
+    e.assert_clean();
+}

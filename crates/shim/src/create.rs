@@ -82,6 +82,23 @@ pub async fn mount_rootfs(
     Ok((target, true))
 }
 
+/// Fails early (before a VM boots) when a host bind mount's source is
+/// missing or a mount cannot be planned.
+pub async fn check_sources(spec: &Spec) -> Result<(), ShimError> {
+    for p in spec::plan_mounts(spec)? {
+        if let MountPlan::Share { source, .. } = p {
+            tokio::fs::metadata(&source)
+                .await
+                .map_err(|e| ShimError::Io {
+                    what: "find the bind mount source",
+                    path: source.display().to_string(),
+                    source: e,
+                })?;
+        }
+    }
+    Ok(())
+}
+
 /// Shares the root and the bind mounts; returns each mount's share-relative
 /// source (for [`MountPlan::Share`] mounts). All or nothing.
 fn share_container(

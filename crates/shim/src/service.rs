@@ -106,6 +106,7 @@ impl Service {
         }
         .write(&bundle)
         .await?;
+        create::check_sources(&spec).await?;
         let (rootfs, mounted) = create::mount_rootfs(&req, &bundle, &spec).await?;
         let terminal = req.terminal
             || spec

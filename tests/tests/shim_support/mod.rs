@@ -224,6 +224,24 @@ impl ShimEnv {
         );
     }
 
+    /// As [`ShimEnv::assert_clean`], but containers may stay (a failed
+    /// `ctr run --rm` leaves its container record).
+    pub fn assert_clean_except_containers(&self) {
+        let left = || {
+            let mut l = self.leftovers();
+            l.containers.clear();
+            l.snapshots.clear();
+            l
+        };
+        eventually(SETTLE, || left().is_empty());
+        let l = left();
+        assert!(
+            l.is_empty(),
+            "left behind: {l:#?}\ncontainerd's log (last lines):\n{}",
+            tail(&self.cd.log(), 60)
+        );
+    }
+
     /// The events containerd published for container `id` in the test's
     /// namespace: their topics, in order.
     pub fn topics(&self, id: &str) -> Vec<String> {
