@@ -165,6 +165,8 @@ fn a_tty_works_and_follows_the_clients_size() {
 #[test]
 fn exec_ps_pause_metrics_and_kill_on_a_running_task() {
     let e = ShimEnv::start();
+    // A bare `sleep` as its pid namespace's init ignores TERM (no handler),
+    // under runc as here: the task traps it, as a real service would.
     let script = "trap 'echo bye; exit 0' TERM; echo started; sleep 1000 & wait";
     let run = e.spawn_run("k1", &[], &["sh", "-c", script]);
     e.wait_status("k1", "RUNNING");

@@ -168,7 +168,10 @@ async fn pump_out(
         ..Default::default()
     };
     loop {
-        // no deadline: a read waits until the process writes
+        // No deadline: a read waits until the process writes. The shim's
+        // agent session lives as long as the sandbox (no stale reads of a
+        // dropped session to end), and a client-side deadline could drop
+        // output the agent returned just as it passed.
         let r = match which {
             Out::Stdout => agent.read_stdout(Context::default(), &req).await,
             Out::Stderr => agent.read_stderr(Context::default(), &req).await,
