@@ -72,34 +72,55 @@ def qmp_negotiate(sock: socket.socket) -> None:
             raise RuntimeError("QMP closed")
 
 
-def launch_raw(cfg: Path, state: Path, vid: str) -> tuple:
-    """The argv `sandvm cmdline --json` renders for `cfg`, spawned in state/vid with
-    its QMP listener bound here and passed as fd 3, as sandvm does. Returns the
-    process, its folder, the time just before the spawn and the spawn's own ms."""
-    argv = json.loads(subprocess.run(
+def rendered_argv(cfg: Path, state: Path, vid: str) -> list:
+    """The argv `sandvm cmdline --json` renders for `cfg` as sandbox `vid` under `state`."""
+    return json.loads(subprocess.run(
         [str(sandvm()), "--state-dir", str(state), "cmdline", "--config", str(cfg),
          "--id", vid, "--accel", "tcg", "--json"],
         check=True, capture_output=True, text=True).stdout)
-    d = state / vid
-    d.mkdir(mode=0o700, parents=True)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(d / "qmp.sock"))
-    listener.listen(8)
+
+
+def spawn_raw(argv: list, d: Path) -> tuple:
+    """Spawn `argv` in the folder `d` with its QMP listener (fd 3) and events
+    listener (fd 4) bound here and passed down, as sandvm does. Returns the
+    process, the time just before the spawn and the spawn's own ms."""
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    listeners = []
+    for name in ("qmp.sock", "events.sock"):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(str(d / name))
+        s.listen(8)
+        listeners.append(s)
     t0 = time.perf_counter()
     with open(d / "qemu.log", "wb") as log:
-        if listener.fileno() != 3:
-            # The argv says fd=3: put the listener there (this script holds nothing else at 3).
-            os.dup2(listener.fileno(), 3)
+        # The argv says fd=3 and fd=4: put the listeners there (moved out of the
+        # way first; this script holds nothing else at 3 or 4).
+        high = [os.dup(s.fileno()) for s in listeners]
+        for fd, target in zip(high, (3, 4)):
+            os.dup2(fd, target)
+            os.close(fd)
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            pass_fds=(3,), start_new_session=True,
+            pass_fds=(3, 4), start_new_session=True,
         )
         spawn_ms = (time.perf_counter() - t0) * 1e3
-    listener.close()
-    try:
-        os.close(3)
-    except OSError:
-        pass
+    for s in listeners:
+        s.close()
+    for fd in (3, 4):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    return proc, t0, spawn_ms
+
+
+def launch_raw(cfg: Path, state: Path, vid: str) -> tuple:
+    """The argv `sandvm cmdline --json` renders for `cfg`, spawned in state/vid
+    (see `spawn_raw`). Returns the process, its folder, the time just before
+    the spawn and the spawn's own ms."""
+    argv = rendered_argv(cfg, state, vid)
+    d = state / vid
+    proc, t0, spawn_ms = spawn_raw(argv, d)
     return proc, d, t0, spawn_ms
 
 

@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
 """VM templating: clones against cold boots of the same config, side by side.
 
-1. Time to a guest shell, interleaved clone / cold for --rounds rounds, one VM at a time:
+1. Time to a guest shell, interleaved clone / raw clone / cold for --rounds
+   rounds, one VM at a time:
      clone  `sandvm create` + `start` from the template, then the first shell
             round trip on the console (`echo $((40+2))`);
+     raw    the clone's own argv (read from a sandvm clone's state.json, paths
+            moved to a fresh folder) launched by this script with its QMP and
+            events listeners on fds 3 and 4, then `migrate-incoming` from the
+            same state file over a raw QMP socket, `cont`, and the same round
+            trip: the physical limit of a clone;
      cold   `sandvm create` + `start` of the same config without the template,
             the guest's ready line, then the same round trip.
-   Both timed from just before `create` to the shell's answer.
+   Timed from just before `create` (or the spawn) to the shell's answer.
 2. Memory: five clones at once, then five cold boots at once, each guest at its
    shell; the sum of the proportional set size (PSS, /proc/PID/smaps_rollup)
    of the five QEMU processes.
@@ -26,6 +32,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from boot_bench import qmp_negotiate, spawn_raw  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = b"SANDVM-GUEST-READY"
@@ -115,6 +124,64 @@ def start(sv: Sandvm, cfg: Path, sid: str, clone: bool) -> float:
     return (time.monotonic() - t0) * 1e3
 
 
+def qmp_call(f, cmd: str, args: dict | None = None) -> None:
+    """Send one command on a negotiated raw QMP socket file; wait for its return."""
+    msg = {"execute": cmd}
+    if args is not None:
+        msg["arguments"] = args
+    f.write((json.dumps(msg) + "\n").encode())
+    while True:
+        line = f.readline()
+        if not line:
+            raise RuntimeError(f"QMP closed during {cmd}")
+        reply = json.loads(line)
+        if "return" in reply:
+            return
+        if "error" in reply:
+            raise RuntimeError(f"{cmd}: {reply['error']}")
+
+
+def raw_clone(argv: list, d: Path, template: Path) -> float:
+    """The clone's argv launched raw, its state migrated in by hand, to the shell."""
+    proc, t0, _ = spawn_raw(argv, d)
+    try:
+        q = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        q.connect(str(d / "qmp.sock"))
+        qmp_negotiate(q)
+        f = q.makefile("rwb", buffering=0)
+        qmp_call(f, "migrate-set-capabilities", {"capabilities": [
+            {"capability": "x-ignore-shared", "state": True},
+            {"capability": "events", "state": True}]})
+        qmp_call(f, "migrate-incoming", {"uri": f"exec:cat '{template / 'state'}'"})
+        while True:
+            line = f.readline()
+            if not line:
+                raise RuntimeError("QMP closed during the migration")
+            ev = json.loads(line)
+            status = ev.get("data", {}).get("status")
+            if ev.get("event") == "MIGRATION" and status in ("completed", "failed"):
+                if status != "completed":
+                    raise RuntimeError("raw clone: migration failed")
+                break
+        qmp_call(f, "cont")
+        shell_round_trip(d / "console.sock")
+        ms = (time.perf_counter() - t0) * 1e3
+        q.close()
+        return ms
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def clone_argv(sv: Sandvm, cfg: Path, work: Path) -> tuple:
+    """A sandvm clone's argv, with its sandbox folder as a placeholder."""
+    start(sv, cfg, "argv", True)
+    st = json.loads((sv.state / "argv" / "state.json").read_text())
+    sv("stop", "argv", "--force")
+    return st["argv"], str(sv.state / "argv")
+
+
 def pss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
         if line.startswith("Pss:"):
@@ -149,10 +216,13 @@ def main() -> None:
         t0 = time.monotonic()
         sv("template", "create", "--config", str(tcfg))
         create_ms = (time.monotonic() - t0) * 1e3
-        clone_ms, cold_ms = [], []
+        argv, placeholder = clone_argv(sv, tcfg, work)
+        clone_ms, raw_ms, cold_ms = [], [], []
         for r in range(a.rounds):
             clone_ms.append(start(sv, tcfg, f"c{r}", True))
             sv("stop", f"c{r}", "--force")
+            d = work / f"raw{r}"
+            raw_ms.append(raw_clone([x.replace(placeholder, str(d)) for x in argv], d, tp))
             cold_ms.append(start(sv, ccfg, f"b{r}", False))
             sv("stop", f"b{r}", "--force")
         clones_pss = five(sv, tcfg, "pc", True)
@@ -165,6 +235,9 @@ def main() -> None:
             "clone_shell_ms_median": round(statistics.median(clone_ms), 1),
             "cold_shell_ms_median": round(statistics.median(cold_ms), 1),
             "cold_over_clone": round(statistics.median(cold_ms) / statistics.median(clone_ms), 1),
+            "raw_clone_shell_ms_median": round(statistics.median(raw_ms), 1),
+            "clone_over_raw_clone": round(statistics.median(clone_ms) / statistics.median(raw_ms), 3),
+            "raw_clone_shell_ms": [round(x) for x in raw_ms],
             "clone_shell_ms": [round(x) for x in clone_ms],
             "cold_shell_ms": [round(x) for x in cold_ms],
             "pss_5_clones_mib": round(clones_pss / 1024, 1),
