@@ -196,14 +196,20 @@ impl Core {
                 .chain(args)
                 .collect();
         }
-        // Persist the pid before waiting, so a crash of this process leaves a
-        // state that `stop` can clean up; a detached supervisor reads it.
-        self.save()?;
+        // A detached supervisor is spawned now but reads the state only once
+        // `gate` is dropped, after QEMU's pid and its own are saved together.
         let (dir, _) = self.parts("start")?;
-        if let Some(sup) = supervision.spawn_detached(dir.path(), dir.id())? {
-            // Saved with the state below; `stop` waits for it.
-            self.record_mut("start")?.supervisor_pid = Some(sup);
-        }
+        let gate = match supervision.spawn_detached(dir.path(), dir.id())? {
+            Some((sup, gate)) => {
+                self.record_mut("start")?.supervisor_pid = Some(sup);
+                Some(gate)
+            }
+            None => None,
+        };
+        // Persist the pids before waiting, so a crash of this process leaves
+        // a state that `stop` can clean up (QEMU and the supervisor).
+        self.save()?;
+        drop(gate);
         let client = launch::wait_qmp(pid, &qmp_path, &log, timeout).await?;
         let events = match want_events {
             true => Some(self.connect_events(pid, timeout).await?),

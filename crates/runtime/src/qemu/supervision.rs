@@ -28,10 +28,13 @@ pub enum Supervision {
     /// A task of this process (the default for a shim).
     #[default]
     InProcess,
-    /// A detached process the runtime spawns as soon as QEMU's pid is
-    /// saved (while QEMU comes up): `program args... <sandbox id>`, in its
-    /// own process group, stderr to the sandbox's `supervisor.log`. It is
-    /// expected to run [`Qemu::supervise`] (the CLI's `sandvm __supervise`).
+    /// A detached process the runtime spawns as soon as QEMU is (while QEMU
+    /// comes up): `program args... <sandbox id>`, in its own process group,
+    /// stderr to the sandbox's `supervisor.log`. Its stdin is a pipe the
+    /// runtime closes once QEMU's pid and the supervisor's own pid are
+    /// saved together, so a crash of the runtime never leaves a supervisor
+    /// that `stop` does not know of. It is expected to run
+    /// [`Qemu::supervise`] (the CLI's `sandvm __supervise`).
     Detached {
         /// The program.
         program: PathBuf,
@@ -44,8 +47,13 @@ pub enum Supervision {
 
 impl Supervision {
     /// Spawn the detached supervisor of sandbox `id` in `dir`, if this is
-    /// [`Supervision::Detached`]; its pid.
-    pub(crate) fn spawn_detached(&self, dir: &Path, id: &str) -> Result<Option<i32>> {
+    /// [`Supervision::Detached`]: its pid, and the gate to drop once that
+    /// pid is saved (the supervisor reads the state only after).
+    pub(crate) fn spawn_detached(
+        &self,
+        dir: &Path,
+        id: &str,
+    ) -> Result<Option<(i32, std::io::PipeWriter)>> {
         use std::os::unix::process::CommandExt;
         let Supervision::Detached { program, args } = self else {
             return Ok(None);
@@ -56,10 +64,12 @@ impl Supervision {
             .append(true)
             .open(&log_path)
             .map_err(HypervisorError::io(log_path.display()))?;
+        let (gate_r, gate_w) =
+            std::io::pipe().map_err(HypervisorError::io("a pipe for the supervisor"))?;
         let child = std::process::Command::new(program)
             .args(args)
             .arg(id)
-            .stdin(std::process::Stdio::null())
+            .stdin(gate_r)
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .process_group(0)
@@ -68,7 +78,7 @@ impl Supervision {
                 "start the supervisor {}",
                 program.display()
             )))?;
-        Ok(Some(child.id() as i32))
+        Ok(Some((child.id() as i32, gate_w)))
     }
 }
 
@@ -258,6 +268,7 @@ impl Qemu {
     /// stops the daemons, or tears the sandbox down when a daemon died.
     pub async fn supervise(root: StateRoot, id: &str) -> Result<VmExit> {
         crate::state::validate_id(id)?;
+        wait_gate().await;
         let dir = root.sandbox_dir(id);
         let rec: QemuRecord = read_state(&dir.join(files::STATE))?;
         let w = watch_of(&dir, &rec).ok_or(HypervisorError::WrongState {
@@ -273,6 +284,14 @@ impl Qemu {
         act_detached(root, id, &out).await;
         Ok(out.exit)
     }
+}
+
+/// Wait until the runtime that spawned this supervisor closes its stdin
+/// (after saving the pids), or dies; either way the state is then final.
+async fn wait_gate() {
+    use tokio::io::AsyncReadExt;
+    let mut sink = Vec::new();
+    let _ = tokio::io::stdin().read_to_end(&mut sink).await;
 }
 
 /// Act on the end of a VM whose handle is gone (or in another process):
