@@ -40,12 +40,9 @@ echo "== Density: N small sandboxes started at once, sandvm vs raw QEMU"
 # shellcheck disable=SC2086 # DENSITY_N is a list of counts
 python3 bench/density_bench.py --n ${DENSITY_N:-8 16} --memory "${DENSITY_MEMORY:-128}" --rounds "${DENSITY_ROUNDS:-1}"
 
-echo "== Container start to exit: ctr run --rm IMG true through a private containerd, runc and (when built) sandvm"
-ctr_runtimes=()
-if [ -x target/release/containerd-shim-sandvm-v2 ] && [ -f configs/sandvm-containerd.toml ]; then
-  ctr_runtimes+=(--runtime "io.containerd.sandvm.v2=configs/sandvm-containerd.toml")
-fi
-python3 bench/ctr_bench.py --rounds "${CTR_ROUNDS:-20}" "${ctr_runtimes[@]}"
+echo "== Container start to exit: ctr run --rm IMG true through a private containerd, runc and sandvm"
+python3 bench/ctr_bench.py --rounds "${CTR_ROUNDS:-20}" \
+  --runtime "io.containerd.sandvm.v2=configs/sandvm-containerd.toml"
 
 echo "== Plot: every result in target/bench/ -> docs/bench.png"
 bench/.venv/bin/python bench/plot.py
