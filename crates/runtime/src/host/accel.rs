@@ -2,8 +2,11 @@
 //! a guest instruction runs under it; otherwise TCG, with a warning that says why.
 //!
 //! The probe runs QEMU as a sandbox would (q35, `-cpu host`) with a 64 KiB
-//! firmware image whose reset vector writes to
-//! `isa-debug-exit`; QEMU then exits with status 3. On hosts where
+//! firmware image that goes from real mode through protected mode into long
+//! mode with paging, as a guest kernel's boot does, then writes to
+//! `isa-debug-exit`; QEMU then exits with status 3 (source: `kvm_probe.S`).
+//! A real-mode-only probe is not enough: on a PVM host, KVM runs real mode
+//! but a normal kernel hangs once it leaves it. On hosts where
 //! `/dev/kvm` opens but guests hang (nested virtualisation that does not
 //! work), the deadline passes, the probe is killed and TCG is chosen.
 //! The verdict is cached per boot (keyed by `/proc/sys/kernel/random/boot_id`
@@ -21,6 +24,26 @@ pub const PROBE_DEADLINE: Duration = Duration::from_secs(3);
 /// Exit status of QEMU when the probe guest wrote 1 to isa-debug-exit.
 const PROBE_OK_STATUS: i32 = 3;
 const CACHE_FILE: &str = "accel-probe.json";
+/// The probe's version in the cache: a verdict of another probe is redone.
+const PROBE_VERSION: u32 = 2;
+
+/// The probe's code, from `kvm_probe.S`, placed at the firmware's start.
+const PROBE_CODE: [u8; 0xB6] = [
+    0xFA, 0x31, 0xC0, 0x8E, 0xD8, 0x2E, 0x66, 0x0F, 0x01, 0x16, 0xB0, 0x00, 0x0F, 0x20, 0xC0, 0x66,
+    0x83, 0xC8, 0x01, 0x0F, 0x22, 0xC0, 0x66, 0xEA, 0x1E, 0x00, 0xFF, 0xFF, 0x08, 0x00, 0x66, 0xB8,
+    0x10, 0x00, 0x8E, 0xD8, 0x8E, 0xC0, 0x8E, 0xD0, 0xBF, 0x00, 0x10, 0x00, 0x00, 0x31, 0xC0, 0xB9,
+    0x00, 0x0C, 0x00, 0x00, 0xF3, 0xAB, 0xC7, 0x05, 0x00, 0x10, 0x00, 0x00, 0x03, 0x20, 0x00, 0x00,
+    0xC7, 0x05, 0x18, 0x20, 0x00, 0x00, 0x03, 0x30, 0x00, 0x00, 0xC7, 0x05, 0xF8, 0x3F, 0x00, 0x00,
+    0x83, 0x00, 0xE0, 0xFF, 0x0F, 0x20, 0xE0, 0x83, 0xC8, 0x20, 0x0F, 0x22, 0xE0, 0xB8, 0x00, 0x10,
+    0x00, 0x00, 0x0F, 0x22, 0xD8, 0xB9, 0x80, 0x00, 0x00, 0xC0, 0x0F, 0x32, 0x0D, 0x00, 0x01, 0x00,
+    0x00, 0x0F, 0x30, 0x0F, 0x20, 0xC0, 0x0D, 0x00, 0x00, 0x00, 0x80, 0x0F, 0x22, 0xC0, 0xEA, 0x85,
+    0x00, 0xFF, 0xFF, 0x18, 0x00, 0xB0, 0x01, 0xE6, 0xF4, 0xF4, 0xEB, 0xFD, 0x8D, 0xB4, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x9A, 0xCF, 0x00,
+    0xFF, 0xFF, 0x00, 0x00, 0x00, 0x92, 0xCF, 0x00, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x9A, 0xAF, 0x00,
+    0x1F, 0x00, 0x90, 0x00, 0xFF, 0xFF,
+];
+/// At the reset vector (0xFFF0): `jmp 0x0000` (rel16, wrapping to the start).
+const RESET_JUMP: [u8; 3] = [0xE9, 0x0D, 0x00];
 
 /// Why KVM cannot be used, or the accelerator the config asks for cannot.
 #[derive(Debug, thiserror::Error)]
@@ -69,16 +92,20 @@ pub struct Decision {
 
 #[derive(Serialize, Deserialize)]
 struct Cache {
+    #[serde(default)]
+    probe: u32,
     boot_id: String,
     qemu: String,
     decision: Decision,
 }
 
-/// The probe firmware: 64 KiB of `hlt`, with `mov al,1; out 0xf4,al; hlt` at the reset vector.
+/// The probe firmware: 64 KiB of `hlt`, the probe's code at the start and a
+/// jump to it at the reset vector.
 pub fn probe_firmware() -> Vec<u8> {
     let mut fw = vec![0xF4u8; 64 * 1024];
+    fw[..PROBE_CODE.len()].copy_from_slice(&PROBE_CODE);
     let reset = 0xFFF0;
-    fw[reset..reset + 5].copy_from_slice(&[0xB0, 0x01, 0xE6, 0xF4, 0xF4]);
+    fw[reset..reset + RESET_JUMP.len()].copy_from_slice(&RESET_JUMP);
     fw
 }
 
@@ -208,6 +235,7 @@ pub async fn decide(
             if let Some(c) = std::fs::read(&cache)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Cache>(&b).ok())
+                && c.probe == PROBE_VERSION
                 && c.boot_id == boot
                 && c.qemu == key
             {
@@ -227,6 +255,7 @@ pub async fn decide(
                 }
             };
             let c = Cache {
+                probe: PROBE_VERSION,
                 boot_id: boot,
                 qemu: key,
                 decision: decision.clone(),
@@ -267,10 +296,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn firmware_has_the_probe_at_the_reset_vector() {
+    fn firmware_jumps_from_the_reset_vector_to_the_probe() {
         let fw = probe_firmware();
         assert_eq!(fw.len(), 65536);
-        assert_eq!(&fw[0xFFF0..0xFFF5], &[0xB0, 0x01, 0xE6, 0xF4, 0xF4]);
+        assert_eq!(&fw[0xFFF0..0xFFF3], &RESET_JUMP);
+        assert_eq!(&fw[..PROBE_CODE.len()], &PROBE_CODE);
+    }
+
+    /// The bytes are the assembled `kvm_probe.S` (binutils, which `make
+    /// setup` installs with gcc).
+    #[test]
+    fn probe_code_matches_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/host/kvm_probe.S");
+        let (obj, bin) = (dir.path().join("p.o"), dir.path().join("p.bin"));
+        let run = |cmd: &mut std::process::Command| {
+            let out = cmd
+                .output()
+                .unwrap_or_else(|e| panic!("{cmd:?}: {e} (binutils: run `make setup`)"));
+            assert!(out.status.success(), "{cmd:?}: {out:?}");
+        };
+        run(std::process::Command::new("as")
+            .arg("--32")
+            .arg("-o")
+            .arg(&obj)
+            .arg(&src));
+        run(std::process::Command::new("objcopy")
+            .args(["-O", "binary"])
+            .arg(&obj)
+            .arg(&bin));
+        let b = std::fs::read(&bin).unwrap();
+        assert_eq!(b.len(), 65536);
+        assert_eq!(&b[..PROBE_CODE.len()], &PROBE_CODE);
+        assert_eq!(&b[0xFFF0..0xFFF3], &RESET_JUMP);
     }
 
     /// The probe itself is proven under TCG: the same firmware, the same exit status.
@@ -287,7 +345,7 @@ mod tests {
         let st = tokio::process::Command::new(qemu)
             .args([
                 "-machine",
-                "pc,accel=tcg",
+                "q35,accel=tcg",
                 "-nodefaults",
                 "-nographic",
                 "-no-user-config",
