@@ -215,6 +215,10 @@ mod tests {
     /// thread, which then hands back its end.
     async fn pair() -> (Client, StdStream) {
         let (a, b) = tokio::net::UnixStream::pair().expect("socketpair");
+        // A small send buffer, so the backlog tests fill it whatever the
+        // host's default (the kernel doubles this value).
+        nix::sys::socket::setsockopt(&a, nix::sys::socket::sockopt::SndBuf, &32768)
+            .expect("SO_SNDBUF");
         let b = b.into_std().expect("std stream");
         b.set_nonblocking(false).expect("blocking");
         let server = std::thread::spawn(move || {
