@@ -1,8 +1,11 @@
 //! QMP round-trip benchmark: `query-status` over one connection.
 //!
 //! ```text
-//! qmp-bench --socket PATH [--count N] [--concurrency C] [--no-oob]
+//! qmp-bench --socket PATH [--count N] [--concurrency C] [--threads T] [--no-oob]
 //! ```
+//! `--threads 0` (the default) runs on a current-thread runtime, as the CLI
+//! does; `--threads T` on a multi-thread runtime with T workers, as a shim
+//! may.
 //! Prints one JSON line with `ops_per_sec`, `p50_us`, `p99_us`, `count`,
 //! `concurrency`.
 
@@ -17,6 +20,7 @@ struct Args {
     socket: String,
     count: usize,
     concurrency: usize,
+    threads: usize,
     oob: bool,
 }
 
@@ -24,6 +28,7 @@ fn parse_args() -> Result<Args, String> {
     let mut socket = None;
     let mut count = 10_000;
     let mut concurrency = 1;
+    let mut threads = 0;
     let mut oob = true;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -40,6 +45,11 @@ fn parse_args() -> Result<Args, String> {
                     .parse()
                     .map_err(|e| format!("Bad --concurrency: {e}"))?
             }
+            "--threads" => {
+                threads = value("--threads")?
+                    .parse()
+                    .map_err(|e| format!("Bad --threads: {e}"))?
+            }
             "--no-oob" => oob = false,
             other => return Err(format!("Unknown argument {other}")),
         }
@@ -52,6 +62,7 @@ fn parse_args() -> Result<Args, String> {
         socket,
         count,
         concurrency,
+        threads,
         oob,
     })
 }
@@ -114,14 +125,19 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => {
             eprintln!("qmp-bench: {e}");
-            eprintln!("usage: qmp-bench --socket PATH [--count N] [--concurrency C]");
+            eprintln!("usage: qmp-bench --socket PATH [--count N] [--concurrency C] [--threads T]");
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = match args.threads {
+        0 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("qmp-bench: {e}");

@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::net::UnixStream;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::AbortHandle;
 
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::protocol::{Greeting, Message, ProtocolError, encode_command, parse_message};
 use crate::reader::{self, LineReader, ReadError};
-use crate::writer::{self, WriteRequest};
+use crate::writer::{SendError, Writer};
 use crate::{MAX_MESSAGE_SIZE, MIN_QEMU_VERSION};
 
 /// Default per-command timeout ([`ClientOptions::command_timeout`]).
@@ -60,15 +60,15 @@ struct State {
     events: Option<broadcast::Sender<Event>>,
 }
 
-/// State shared by the client handles, the reader task and the writer task.
+/// State shared by the client handles, the reader task and the flusher.
 pub(crate) struct Shared {
     state: Mutex<State>,
     closed_tx: watch::Sender<Option<Error>>,
-    /// A duplicate of the socket. Closing the connection (the last handle
-    /// dropped, EOF, or a protocol error) shuts it down at once, even when the
-    /// runtime is not polling the reader and writer tasks: QEMU serves one
+    /// The socket's write side. Closing the connection (the last handle
+    /// dropped, EOF, or a protocol error) shuts the socket down at once, even
+    /// when the runtime is not polling the reader task: QEMU serves one
     /// monitor client at a time, and a peer must not block writing to us.
-    control: std::os::fd::OwnedFd,
+    writer: Writer,
 }
 
 impl Shared {
@@ -108,15 +108,19 @@ impl Shared {
             let _ = tx.send(Err(reason.clone()));
         }
         drop(events);
-        use std::os::fd::AsRawFd;
-        let _ =
-            nix::sys::socket::shutdown(self.control.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        self.writer.close();
+        let _ = nix::sys::socket::shutdown(self.writer.raw_fd(), nix::sys::socket::Shutdown::Both);
         self.closed_tx.send_replace(Some(reason));
     }
 
     /// A receiver that turns `Some(reason)` once the connection is closed.
     pub(crate) fn closed_watch(&self) -> watch::Receiver<Option<Error>> {
         self.closed_tx.subscribe()
+    }
+
+    /// The socket's write side.
+    pub(crate) fn writer(&self) -> &Writer {
+        &self.writer
     }
 
     fn remove(&self, id: u64) {
@@ -126,7 +130,6 @@ impl Shared {
 
 struct Inner {
     shared: Arc<Shared>,
-    writer: mpsc::UnboundedSender<WriteRequest>,
     next_id: AtomicU64,
     greeting: Greeting,
     oob: bool,
@@ -204,12 +207,6 @@ impl Client {
     /// Like [`Client::from_stream`], with options.
     pub async fn from_stream_with(stream: UnixStream, options: ClientOptions) -> Result<Self> {
         let deadline = tokio::time::Instant::now() + options.handshake_timeout;
-        let control = std::os::fd::AsFd::as_fd(&stream)
-            .try_clone_to_owned()
-            .map_err(|e| Error::Connect {
-                path: "(connected stream)".into(),
-                message: e.to_string(),
-            })?;
         let (read_half, write_half) = stream.into_split();
         let mut lines = LineReader::new(read_half, MAX_MESSAGE_SIZE);
         let greeting = tokio::time::timeout_at(deadline, read_greeting(&mut lines))
@@ -236,17 +233,14 @@ impl Client {
                 events: Some(events_tx.clone()),
             }),
             closed_tx,
-            control,
+            writer: Writer::new(write_half),
         });
-        let (wtx, wrx) = mpsc::unbounded_channel();
-        tokio::spawn(writer::run(write_half, wrx, shared.clone()));
         let reader = tokio::spawn(reader::run(lines, shared.clone(), events_tx)).abort_handle();
 
         let oob = options.enable_oob && greeting.capabilities.iter().any(|c| c == "oob");
         let client = Client {
             inner: Arc::new(Inner {
                 shared,
-                writer: wtx,
                 next_id: AtomicU64::new(1),
                 greeting,
                 oob,
@@ -425,6 +419,12 @@ impl Client {
             })?
     }
 
+    /// The connection's shared state (for the crate's tests).
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
     pub(crate) fn default_timeout(&self) -> Option<Duration> {
         self.timeout
     }
@@ -438,7 +438,8 @@ impl Client {
         timeout: Option<Duration>,
         oob: bool,
     ) -> Result<Value> {
-        let shared = &*self.inner.shared;
+        let shared_arc = &self.inner.shared;
+        let shared = &**shared_arc;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mut bytes = Vec::with_capacity(64);
         encode_command(&mut bytes, name, arguments, id, oob);
@@ -456,8 +457,16 @@ impl Client {
             armed: true,
         };
         tracing::trace!(command = name, id, "QMP send");
-        if self.inner.writer.send(WriteRequest { bytes, fds }).is_err() {
-            return Err(Error::Disconnected);
+        // Written (or queued whole) before the first await: a cancelled
+        // caller never leaves half a command on the socket.
+        match shared.writer.send(shared_arc, bytes, fds) {
+            Ok(()) => {}
+            Err(SendError::Closed) => return Err(Error::Disconnected),
+            Err(SendError::Io(e)) => {
+                tracing::warn!(error = %e, "QMP write failed");
+                shared.close(Error::Disconnected);
+                return Err(Error::Disconnected);
+            }
         }
         let wait = async {
             let r = rx.await.unwrap_or(Err(Error::Disconnected));

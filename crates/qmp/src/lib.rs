@@ -1,8 +1,9 @@
 //! Async QMP (QEMU Machine Protocol) client on tokio.
 //!
 //! One [`Client`] drives one QMP connection. Commands carry a unique `id` and
-//! many tasks may have commands in flight at once; a reader task matches each
-//! reply to its caller. Events go out over a broadcast channel
+//! many tasks may have commands in flight at once. A caller writes its
+//! command straight to the socket; a reader task matches each reply to its
+//! caller. Events go out over a broadcast channel
 //! ([`Client::events`]). When the connection drops, every pending command fails
 //! with [`Error::Disconnected`] and [`Client::closed`] resolves.
 //!
@@ -13,7 +14,6 @@ mod client;
 pub mod commands;
 mod error;
 mod events;
-mod fd;
 pub mod protocol;
 mod reader;
 mod writer;
