@@ -48,6 +48,25 @@ pub fn shim_config() -> PathBuf {
     repo().join("configs/sandvm-containerd.toml")
 }
 
+/// The shim's shipped config under TCG, written into `dir` (its relative
+/// paths made absolute): `accelerator = "auto"` trusts a probe guest, which
+/// runs under this host's KVM (PVM) while a stock guest kernel then stops on
+/// an internal error; the tests run under TCG, as DESIGN.md says.
+pub fn shim_config_tcg(dir: &Path) -> PathBuf {
+    let shipped = shim_config();
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    let root = format!("\"{}/", repo().display());
+    let tcg = text
+        .replace("\"../", &root)
+        .replace("accelerator = \"auto\"", "accelerator = \"tcg\"");
+    assert!(
+        tcg.contains("accelerator = \"tcg\""),
+        "{} does not say accelerator = \"auto\"",
+        shipped.display()
+    );
+    write_file(dir, "sandvm-tcg.toml", &tcg)
+}
+
 /// The guest kernel's release (`make guest` records it).
 pub fn guest_kernel_release() -> String {
     let p = repo().join("build/guest/kernel-version");
