@@ -82,7 +82,8 @@ pub struct ShimEnv {
     pub cd: Containerd,
     /// The test image's name.
     pub img: &'static str,
-    /// The config containers run with.
+    /// The config containers run with: the shipped one under TCG
+    /// ([`shim_config_tcg`]), in the containerd's folder.
     pub config: PathBuf,
 }
 
@@ -94,9 +95,9 @@ impl ShimEnv {
 
     /// As [`ShimEnv::start`] with `opts` (its PATH gets the shim first).
     pub fn start_with(mut opts: Options) -> ShimEnv {
-        let config = shim_config();
         opts.path.insert(0, shim_dir());
         let cd = Containerd::start(opts);
+        let config = shim_config_tcg(cd.dir());
         let img = cd.import_test_image();
         ShimEnv { cd, img, config }
     }
