@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod containerd;
+pub mod cri;
 pub mod oci;
 
 use std::path::{Path, PathBuf};

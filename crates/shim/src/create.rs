@@ -105,11 +105,14 @@ fn share_container(
     share: &Share,
     gcid: &str,
     root: &Path,
-    readonly: bool,
     plans: &[MountPlan],
 ) -> Result<Vec<Option<String>>, MountError> {
     let r = (|| {
-        share.add_rootfs(gcid, root, readonly)?;
+        // Shared writable even when the spec's root is read-only: the agent
+        // creates the mount targets in it (CRI's pause container binds
+        // /etc/resolv.conf, which an image may lack) and only then makes the
+        // root read-only in the guest, in that order, as runc does.
+        share.add_rootfs(gcid, root, false)?;
         let mut out = Vec::with_capacity(plans.len());
         for (i, p) in plans.iter().enumerate() {
             out.push(match p {
@@ -161,12 +164,6 @@ pub async fn create_container(
 ) -> Result<Arc<Container>, ShimError> {
     let opened = io::open(&n.stdio).await?;
     let plans = spec::plan_mounts(&n.spec)?;
-    let readonly = n
-        .spec
-        .root()
-        .as_ref()
-        .and_then(|r| r.readonly())
-        .unwrap_or(false);
     let shared = {
         let (share, gcid, root, plans) = (
             sb.share.clone(),
@@ -174,7 +171,7 @@ pub async fn create_container(
             n.root.clone(),
             plans.clone(),
         );
-        blocking(move || share_container(&share, &gcid, &root, readonly, &plans)).await?
+        blocking(move || share_container(&share, &gcid, &root, &plans)).await?
     };
     let created = async {
         let json = spec::guest_spec(n.spec.clone(), &n.gcid, &plans, &shared)?;

@@ -48,6 +48,25 @@ pub fn shim_config() -> PathBuf {
     repo().join("configs/sandvm-containerd.toml")
 }
 
+/// The shim's shipped config under TCG, written into `dir` (its relative
+/// paths made absolute): `accelerator = "auto"` trusts a probe guest, which
+/// runs under this host's KVM (PVM) while a stock guest kernel then stops on
+/// an internal error; the tests run under TCG, as DESIGN.md says.
+pub fn shim_config_tcg(dir: &Path) -> PathBuf {
+    let shipped = shim_config();
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    let root = format!("\"{}/", repo().display());
+    let tcg = text
+        .replace("\"../", &root)
+        .replace("accelerator = \"auto\"", "accelerator = \"tcg\"");
+    assert!(
+        tcg.contains("accelerator = \"tcg\""),
+        "{} does not say accelerator = \"auto\"",
+        shipped.display()
+    );
+    write_file(dir, "sandvm-tcg.toml", &tcg)
+}
+
 /// The guest kernel's release (`make guest` records it).
 pub fn guest_kernel_release() -> String {
     let p = repo().join("build/guest/kernel-version");
@@ -63,7 +82,8 @@ pub struct ShimEnv {
     pub cd: Containerd,
     /// The test image's name.
     pub img: &'static str,
-    /// The config containers run with.
+    /// The config containers run with: the shipped one under TCG
+    /// ([`shim_config_tcg`]), in the containerd's folder.
     pub config: PathBuf,
 }
 
@@ -75,9 +95,9 @@ impl ShimEnv {
 
     /// As [`ShimEnv::start`] with `opts` (its PATH gets the shim first).
     pub fn start_with(mut opts: Options) -> ShimEnv {
-        let config = shim_config();
         opts.path.insert(0, shim_dir());
         let cd = Containerd::start(opts);
+        let config = shim_config_tcg(cd.dir());
         let img = cd.import_test_image();
         ShimEnv { cd, img, config }
     }
