@@ -1,18 +1,14 @@
 //! A CRI client (Kubernetes' runtime.v1, what containerd 1.6's CRI plugin
 //! serves) over gRPC on containerd's Unix socket, as a kubelet or `crictl`
-//! would speak it. The code is generated at build time from
-//! `tests/proto/runtime/v1/api.proto` (tests/build.rs).
+//! would speak it, through the k8s-cri crate's generated runtime.v1 client.
 
 use std::path::{Path, PathBuf};
 
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-/// runtime.v1, generated: the messages and the clients.
-#[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used)]
-pub mod v1 {
-    tonic::include_proto!("runtime.v1");
-}
+/// runtime.v1: the messages and the clients.
+pub use k8s_cri::v1;
 
 pub use v1::image_service_client::ImageServiceClient;
 pub use v1::runtime_service_client::RuntimeServiceClient;
