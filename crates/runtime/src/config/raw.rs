@@ -1,8 +1,8 @@
 //! The TOML file as written: serde structs with Kata's key names.
 //!
 //! Every field is optional here; defaults are applied by
-//! [`validate`](super::validate). Keys this module does not list are reported
-//! as warnings by [`super::keys`], never dropped silently.
+//! [`validate`](super::validate). Keys this module does not list are accepted
+//! only at their inert value, or refused, by [`super::keys`]; never dropped silently.
 
 use serde::Deserialize;
 
@@ -64,8 +64,6 @@ pub struct RawQemu {
     pub virtio_fs_daemon: Option<String>,
     /// virtio-fs cache mode.
     pub virtio_fs_cache: Option<String>,
-    /// DAX window, MiB.
-    pub virtio_fs_cache_size: Option<i64>,
     /// vhost-user-fs queue size.
     pub virtio_fs_queue_size: Option<i64>,
     /// Extra arguments for the virtio-fs daemon.

@@ -184,8 +184,6 @@ pub struct SharedFsConfig {
     pub daemon: Option<PathBuf>,
     /// Cache mode passed to the daemon.
     pub cache: String,
-    /// DAX window size, MiB (0: none).
-    pub cache_size_mib: u32,
     /// vhost-user-fs queue size.
     pub queue_size: u32,
     /// Extra daemon arguments.

@@ -113,12 +113,6 @@ fn shared_fs(cx: &Ctx<'_>, raw: &RawQemu) -> Result<SharedFsConfig, ConfigError>
         kind,
         daemon: (kind != SharedFs::None).then_some(daemon),
         cache,
-        cache_size_mib: cx.count(
-            &k("virtio_fs_cache_size"),
-            raw.virtio_fs_cache_size,
-            0,
-            1 << 20,
-        )?,
         queue_size,
         extra_args,
     })
