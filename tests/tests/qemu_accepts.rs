@@ -19,7 +19,7 @@ use nix::errno::Errno;
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 use qemu_config::{
-    Chardev, Config, Device, Drive, FwCfg, FwCfgSource, QmpMonitor, QmpSocket, Transport,
+    Chardev, Config, Device, Drive, FwCfg, FwCfgSource, QmpMonitor, QmpSocket, ScsiHd, Transport,
     VirtSerialPort, VirtioBlk,
 };
 use runtime::config::Accel;
@@ -524,6 +524,92 @@ async fn s390x_ccw_accepts_rendered_argv() {
 
 /// Paths and values with `,` and `=` reach QEMU as one value each, verbatim;
 /// none can inject an option.
+/// `block_device_logical_sector_size` / `block_device_physical_sector_size`
+/// on the two disk devices the runtime cold- and hotplugs (virtio-blk on a
+/// root port, scsi-hd on the `scsi0` controller it renders): real QEMU starts
+/// paused with them and reports the sizes on both devices.
+#[tokio::test(flavor = "current_thread")]
+async fn disk_sector_sizes_reach_qemu() {
+    let env = Env::new("acc-sectors");
+    let dir = env.root.join("sb");
+    std::fs::create_dir_all(&dir).unwrap();
+    let kernel = env.root.join("unused-kernel");
+    std::fs::write(&kernel, b"not booted: QEMU stays paused").unwrap();
+    let bin = qemu("qemu-system-x86_64");
+    let toml = format!(
+        "[hypervisor.qemu]\npath = \"{}\"\nkernel = \"{}\"\nmachine_type = \"q35\"\n\
+         default_memory = 256\ndefault_maxmemory = 1024\npcie_root_port = 1\n\
+         shared_fs = \"none\"\naccelerator = \"tcg\"\nblock_device_driver = \"virtio-scsi\"\n\
+         block_device_logical_sector_size = 512\nblock_device_physical_sector_size = 4096\n",
+        bin.display(),
+        kernel.display(),
+    );
+    let cfg = hypervisor_config(&env.root, &toml);
+    let (logical, physical) = (
+        cfg.block.logical_sector_size,
+        cfg.block.physical_sector_size,
+    );
+    assert_eq!((logical, physical), (Some(512), Some(4096)));
+    let mut config = runtime::tools::plan(
+        &cfg,
+        "acc",
+        "8b2f5a3e-0c1d-4e6f-9a7b-1c2d3e4f5a6b",
+        &dir,
+        Accel::Tcg,
+    )
+    .unwrap();
+    qmp_on_fd3(&mut config);
+    config.kernel = None;
+    config.knobs.stopped = true;
+    for id in ["drive-blk", "drive-hd"] {
+        let disk = env.root.join(format!("{id}.img"));
+        std::fs::File::create(&disk)
+            .unwrap()
+            .set_len(4 * MIB)
+            .unwrap();
+        config
+            .drives
+            .push(Drive::raw(id, disk.display().to_string()));
+    }
+    config.devices.push(
+        VirtioBlk {
+            id: "blk".into(),
+            drive: "drive-blk".into(),
+            bus: Some("rp0".into()),
+            logical_block_size: logical,
+            physical_block_size: physical,
+            ..Default::default()
+        }
+        .into(),
+    );
+    config.devices.push(
+        ScsiHd {
+            id: "hd".into(),
+            drive: "drive-hd".into(),
+            bus: Some("scsi0.0".into()),
+            scsi_id: Some(0),
+            lun: Some(0),
+            logical_block_size: logical,
+            physical_block_size: physical,
+        }
+        .into(),
+    );
+    let (q, client) = start(
+        &bin,
+        &config,
+        &dir.join(files::QMP),
+        &env.root.join("qemu.log"),
+    )
+    .await;
+    for id in ["blk", "hd"] {
+        let path = format!("/machine/peripheral/{id}");
+        let l = client.qom_get(&path, "logical_block_size").await.unwrap();
+        let p = client.qom_get(&path, "physical_block_size").await.unwrap();
+        assert_eq!((l, p), (json!(512), json!(4096)), "{id}: argv {:?}", q.argv);
+    }
+    quit(q, client).await;
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn commas_and_equals_reach_qemu_verbatim() {
     let env = Env::new("acc-esc");

@@ -78,6 +78,10 @@ pub struct RawQemu {
     pub block_device_cache_direct: Option<bool>,
     /// Ignore flush requests.
     pub block_device_cache_noflush: Option<bool>,
+    /// Logical sector size of disks, bytes.
+    pub block_device_logical_sector_size: Option<i64>,
+    /// Physical sector size of disks, bytes.
+    pub block_device_physical_sector_size: Option<i64>,
     /// Never use block devices for container rootfs.
     pub disable_block_device_use: Option<bool>,
     /// Iothreads for block devices.

@@ -169,6 +169,10 @@ pub struct BlockConfig {
     pub cache_direct: bool,
     /// cache.no-flush.
     pub cache_noflush: bool,
+    /// `logical_block_size` of cold- and hotplugged disks, bytes (`None`: QEMU's).
+    pub logical_sector_size: Option<u32>,
+    /// `physical_block_size` of cold- and hotplugged disks, bytes (`None`: QEMU's).
+    pub physical_sector_size: Option<u32>,
     /// Never use block devices for container rootfs.
     pub disable_block_device_use: bool,
     /// Iothreads for block controllers.

@@ -322,6 +322,61 @@ fn an_image_off_nvdimm_is_a_read_only_first_disk() {
     q.validate().unwrap();
 }
 
+/// `block_device_*_sector_size` reach every cold-plugged disk, virtio-blk
+/// and scsi-hd, but not the root image (its partition table is in 512-byte
+/// sectors).
+#[test]
+fn sector_sizes_reach_cold_plugged_disks_not_the_root_image() {
+    let sizes = "block_device_logical_sector_size = 512
+block_device_physical_sector_size = 4096";
+    for (driver, scsi, want) in [
+        (
+            "virtio-blk",
+            None,
+            "-device virtio-blk-pci,id=d0,bus=pci-bridge-0,addr=1,drive=drive-d0,logical_block_size=512,physical_block_size=4096",
+        ),
+        (
+            "virtio-scsi",
+            Some((0, 3)),
+            "-device scsi-hd,id=d0,bus=scsi0.0,drive=drive-d0,scsi-id=0,lun=3,logical_block_size=512,physical_block_size=4096",
+        ),
+    ] {
+        let c = cfg(&format!(
+            "block_device_driver = \"{driver}\"\n{sizes}\nimage = \"/img/root.img\"\ndisable_image_nvdimm = true"
+        ));
+        let layout = Layout::new(&c, Some(64 << 20));
+        let mut d = cold(
+            "d0",
+            coldplug::ColdSpec::Block {
+                path: "/img/d0.img".into(),
+                readonly: false,
+            },
+            scsi.is_none().then_some(1),
+        );
+        d.scsi = scsi;
+        let q = plan(&PlanInput {
+            cfg: &c,
+            layout: &layout,
+            accel: Accel::Tcg,
+            id: "t",
+            uuid: "00000000-0000-0000-0000-000000000000",
+            dir: Path::new("/run/sandvm/t"),
+            role: None,
+            agent: None,
+            cold: &[d],
+            incoming: false,
+        })
+        .unwrap();
+        let a = q.to_args().join(" ");
+        assert!(a.contains(want), "{a}");
+        assert!(
+            a.contains("-device virtio-blk-pci,id=rootdisk-dev,drive=rootdisk "),
+            "{a}"
+        );
+        assert_eq!(a.matches("logical_block_size").count(), 1, "{a}");
+    }
+}
+
 fn cold(id: &str, spec: coldplug::ColdSpec, slot: Option<u32>) -> coldplug::ColdDevice {
     coldplug::ColdDevice {
         id: id.into(),

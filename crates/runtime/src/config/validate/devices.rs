@@ -141,15 +141,54 @@ fn block(cx: &Ctx<'_>, raw: &RawQemu) -> Result<BlockConfig, ConfigError> {
             ));
         }
     };
+    let logical = sector_size(
+        cx,
+        "block_device_logical_sector_size",
+        raw.block_device_logical_sector_size,
+    )?;
+    let physical = sector_size(
+        cx,
+        "block_device_physical_sector_size",
+        raw.block_device_physical_sector_size,
+    )?;
+    if let (Some(l), Some(p)) = (logical, physical)
+        && l > p
+    {
+        return Err(cx.err(
+            &k("block_device_logical_sector_size"),
+            format!("{l} is larger than block_device_physical_sector_size {p}"),
+        ));
+    }
     Ok(BlockConfig {
         driver,
         aio,
+        logical_sector_size: logical,
+        physical_sector_size: physical,
         cache_set: bool_or(raw.block_device_cache_set, false),
         cache_direct: bool_or(raw.block_device_cache_direct, false),
         cache_noflush: bool_or(raw.block_device_cache_noflush, false),
         disable_block_device_use: bool_or(raw.disable_block_device_use, false),
         iothreads: bool_or(raw.enable_iothreads, false),
     })
+}
+
+/// Smallest and largest disk sector size, bytes (Kata's bounds).
+pub const SECTOR_SIZES: (u32, u32) = (512, 65536);
+
+/// A sector size: 0 or unset for QEMU's default, else a power of two within
+/// [`SECTOR_SIZES`].
+fn sector_size(cx: &Ctx<'_>, key: &str, v: Option<i64>) -> Result<Option<u32>, ConfigError> {
+    let (min, max) = SECTOR_SIZES;
+    match v {
+        None | Some(0) => Ok(None),
+        Some(n) if n >= min as i64 && n <= max as i64 && (n as u32).is_power_of_two() => {
+            Ok(Some(n as u32))
+        }
+        Some(n) => Err(cx.err(
+            &k(key),
+            format!("must be 0 or a power of two from {min} to {max} (got {n})"),
+        )),
+    }
 }
 
 fn vfio(cx: &Ctx<'_>, key: &str, v: &Option<String>) -> Result<VfioPort, ConfigError> {

@@ -67,6 +67,46 @@ fn virtio_blk_on_a_bridge_slot_with_aio_and_cache() {
 }
 
 #[test]
+fn sector_sizes_go_on_hotplugged_disks() {
+    for driver in ["virtio-blk", "virtio-scsi"] {
+        let c = cfg(&format!(
+            "block_device_driver = \"{driver}\"\nblock_device_logical_sector_size = 4096\n\
+             block_device_physical_sector_size = 4096"
+        ));
+        let p = arch::layout(&c);
+        let plan = block::plan(
+            &c,
+            &p,
+            &HotplugState::default(),
+            "d".into(),
+            Path::new("/x"),
+            false,
+        )
+        .unwrap();
+        let dev = &plan.steps[1].call.arguments;
+        assert_eq!(dev["logical_block_size"], 4096, "{driver}: {dev}");
+        assert_eq!(dev["physical_block_size"], 4096, "{driver}: {dev}");
+    }
+    let plain = cfg("block_device_driver = \"virtio-blk\"");
+    let plan = block::plan(
+        &plain,
+        &arch::layout(&plain),
+        &HotplugState::default(),
+        "d".into(),
+        Path::new("/x"),
+        false,
+    )
+    .unwrap();
+    assert!(
+        plan.steps[1]
+            .call
+            .arguments
+            .get("logical_block_size")
+            .is_none()
+    );
+}
+
+#[test]
 fn scsi_hd_takes_the_first_free_lun_and_no_slot() {
     let c = cfg("block_device_driver = \"virtio-scsi\"");
     let p = arch::layout(&c);
