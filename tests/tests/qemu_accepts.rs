@@ -216,10 +216,12 @@ fn qmp_on_fd3(config: &mut Config) {
             QmpMonitor {
                 id: "qmp".into(),
                 socket: QmpSocket::Fd(QMP_FD),
+                mode: Default::default(),
             },
             QmpMonitor {
                 id: "events".into(),
                 socket: QmpSocket::Fd(QMP_FD + 1),
+                mode: Default::default(),
             }
         ],
         "the runtime's QMP monitors changed; update this test"
@@ -607,6 +609,65 @@ async fn disk_sector_sizes_reach_qemu() {
         let p = client.qom_get(&path, "physical_block_size").await.unwrap();
         assert_eq!((l, p), (json!(512), json!(4096)), "{id}: argv {:?}", q.argv);
     }
+    quit(q, client).await;
+}
+
+/// `extra_monitor_socket = "qmp"` (with `enable_debug`): real QEMU started
+/// paused serves a second QMP monitor on the rendered socket in the sandbox
+/// folder, and it answers.
+#[tokio::test(flavor = "current_thread")]
+async fn the_extra_monitor_socket_answers_qmp() {
+    let env = Env::new("acc-extra-mon");
+    let dir = env.root.join("sb");
+    std::fs::create_dir_all(&dir).unwrap();
+    let kernel = env.root.join("unused-kernel");
+    std::fs::write(&kernel, b"not booted: QEMU stays paused").unwrap();
+    let bin = qemu("qemu-system-x86_64");
+    let toml = format!(
+        "[hypervisor.qemu]\npath = \"{}\"\nkernel = \"{}\"\nmachine_type = \"q35\"\n\
+         default_memory = 256\ndefault_maxmemory = 1024\nshared_fs = \"none\"\n\
+         accelerator = \"tcg\"\nenable_debug = true\nextra_monitor_socket = \"qmp\"\n",
+        bin.display(),
+        kernel.display(),
+    );
+    let cfg = hypervisor_config(&env.root, &toml);
+    let mut config = runtime::tools::plan(
+        &cfg,
+        "acc",
+        "8b2f5a3e-0c1d-4e6f-9a7b-1c2d3e4f5a6b",
+        &dir,
+        Accel::Tcg,
+    )
+    .unwrap();
+    let extra = config.qmp.pop().expect("the extra monitor");
+    let path = dir.join(files::EXTRA_MONITOR);
+    assert_eq!(
+        extra.socket,
+        QmpSocket::Path(path.display().to_string()),
+        "{extra:?}"
+    );
+    qmp_on_fd3(&mut config);
+    config.qmp.push(extra);
+    config.kernel = None;
+    config.knobs.stopped = true;
+    let (q, client) = start(
+        &bin,
+        &config,
+        &dir.join(files::QMP),
+        &env.root.join("qemu.log"),
+    )
+    .await;
+    let opts = qmp::ClientOptions {
+        handshake_timeout: QMP_TIMEOUT,
+        command_timeout: Some(QMP_TIMEOUT),
+        ..Default::default()
+    };
+    let second = qmp::Client::connect_with(&path, opts)
+        .await
+        .unwrap_or_else(|e| panic!("extra monitor {}: {e}\n{}", path.display(), q.log()));
+    let status = second.query_status().await.unwrap();
+    assert_eq!(status.status, qmp::commands::RunState::Prelaunch);
+    drop(second);
     quit(q, client).await;
 }
 

@@ -110,6 +110,8 @@ pub struct RawQemu {
     pub rootless: Option<bool>,
     /// Debug output.
     pub enable_debug: Option<bool>,
+    /// An extra monitor socket (`hmp`, `qmp`, `qmp-pretty`), with `enable_debug`.
+    pub extra_monitor_socket: Option<String>,
     /// Skip nesting checks.
     pub disable_nesting_checks: Option<bool>,
     /// Where pvpanic dumps go.

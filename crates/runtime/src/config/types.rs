@@ -179,6 +179,17 @@ pub struct BlockConfig {
     pub iothreads: bool,
 }
 
+/// What the extra monitor socket speaks (Kata's `extra_monitor_socket`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExtraMonitor {
+    /// The human monitor (`hmp`).
+    Hmp,
+    /// QMP (`qmp`).
+    Qmp,
+    /// QMP with pretty-printed JSON (`qmp-pretty`).
+    QmpPretty,
+}
+
 /// Shared filesystem settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SharedFsConfig {
@@ -295,6 +306,9 @@ pub struct HypervisorConfig {
     pub rootless: bool,
     /// Debug.
     pub debug: bool,
+    /// A second monitor on `extra-mon.sock` in the sandbox folder (only with
+    /// `debug`: whoever opens it controls QEMU).
+    pub extra_monitor: Option<ExtraMonitor>,
     /// Skip nesting checks.
     pub disable_nesting_checks: bool,
     /// pvpanic dump folder.

@@ -302,6 +302,31 @@ fn kernel_vsock_gets_a_cid_from_the_uuid() {
     );
 }
 
+/// `extra_monitor_socket` (with `enable_debug`) adds a third monitor on a
+/// path in the sandbox folder, speaking what the key says; none without it.
+#[test]
+fn the_extra_monitor_socket_is_a_monitor_in_the_sandbox_folder() {
+    let base = planned_for_test(&cfg("enable_debug = true"), Accel::Tcg, None);
+    assert_eq!(base.qmp.len(), 2);
+    for (kind, mon) in [
+        ("hmp", "chardev=extra-monitor,mode=readline"),
+        ("qmp", "chardev=extra-monitor,mode=control"),
+        ("qmp-pretty", "chardev=extra-monitor,mode=control,pretty=on"),
+    ] {
+        let c = cfg(&format!(
+            "enable_debug = true\nextra_monitor_socket = \"{kind}\""
+        ));
+        let a = planned_for_test(&c, Accel::Tcg, None).to_args().join(" ");
+        assert!(
+            a.contains(&format!(
+                "-chardev socket,id=extra-monitor,path=/run/sandvm/t/{},server=on,wait=off -mon {mon}",
+                files::EXTRA_MONITOR
+            )),
+            "{kind}: {a}"
+        );
+    }
+}
+
 #[test]
 fn an_image_off_nvdimm_is_a_read_only_first_disk() {
     let c = cfg("image = \"/img/root.img\"\ndisable_image_nvdimm = true");
