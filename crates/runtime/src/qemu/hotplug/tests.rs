@@ -35,6 +35,7 @@ fn virtio_blk_on_a_bridge_slot_with_aio_and_cache() {
         "block_device_driver = \"virtio-blk\"\nblock_device_aio = \"threads\"\n\
          block_device_cache_set = true\nblock_device_cache_direct = true",
     );
+    assert_eq!(c.block.driver, BlockDriver::VirtioBlk);
     let p = arch::layout(&c);
     let hp = HotplugState::default();
     let mut plan = block::plan(&c, &p, &hp, String::new(), Path::new("/img/d.raw"), true).unwrap();
@@ -109,6 +110,7 @@ fn sector_sizes_go_on_hotplugged_disks() {
 #[test]
 fn scsi_hd_takes_the_first_free_lun_and_no_slot() {
     let c = cfg("block_device_driver = \"virtio-scsi\"");
+    assert_eq!(c.block.driver, BlockDriver::VirtioScsi);
     let p = arch::layout(&c);
     let mut hp = HotplugState::default();
     let mut info = Map::new();
@@ -381,7 +383,6 @@ fn ids_state_and_json_defaults() {
     // Older state files have no hotplug record.
     let empty: HotplugState = serde_json::from_str("{}").unwrap();
     assert_eq!(empty, HotplugState::default());
-    let _ = BlockDriver::VirtioBlk;
 }
 
 #[test]
