@@ -6,7 +6,8 @@
 //! that argv, the QMP listener pre-bound and passed as fd 3 like the runtime
 //! does, and QMP then shows that QEMU built what the config says: vCPUs and
 //! maxcpus, boot memory and maxmem, every device id (the full set), and the
-//! PCI bridges and root ports on the PCI buses. The kernel is left out (QEMU
+//! PCI bridges and root ports on the PCI buses, and the root image off nvdimm
+//! as a read-only disk, the only virtio-blk, which `root=` names. The kernel is left out (QEMU
 //! runs no guest code under `-S`, and only x86 has a test kernel here).
 //!
 //! The escaping test passes paths and values containing `,` and `=` (kernel,
@@ -285,6 +286,12 @@ async fn accepts(case: Case) {
     std::fs::create_dir_all(&dir).unwrap();
     let kernel = env.root.join("unused-kernel");
     std::fs::write(&kernel, b"not booted: QEMU stays paused").unwrap();
+    // The root image off nvdimm: a read-only disk that root= must name.
+    let image = env.root.join("root.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(4 * MIB)
+        .unwrap();
     let bin = qemu(case.arch.qemu_binary());
 
     let mut toml = format!(
@@ -292,11 +299,12 @@ async fn accepts(case: Case) {
          machine_type = \"{}\"\ndefault_vcpus = 2\ndefault_maxvcpus = 4\n\
          default_memory = 256\ndefault_maxmemory = 1024\nshared_fs = \"none\"\n\
          accelerator = \"tcg\"\nblock_device_driver = \"virtio-scsi\"\n\
-         reclaim_guest_freed_memory = true\n",
+         reclaim_guest_freed_memory = true\nimage = \"{}\"\ndisable_image_nvdimm = true\n",
         bin.display(),
         kernel.display(),
         case.arch,
         case.machine,
+        image.display(),
     );
     if case.bridges {
         toml.push_str("default_bridges = 2\n");
@@ -317,6 +325,11 @@ async fn accepts(case: Case) {
     )
     .unwrap();
     qmp_on_fd3(&mut config);
+    let append = config
+        .kernel
+        .as_ref()
+        .and_then(|k| k.append.clone())
+        .unwrap_or_default();
     // QEMU stays paused and runs no guest code: no kernel (none exists for the
     // other arches here). microvm boots qboot, which the runtime sets as -bios.
     config.kernel = None;
@@ -391,6 +404,32 @@ async fn accepts(case: Case) {
     if case.root_ports {
         assert!(want.contains("rp0") && want.contains("rp1"), "{ctx}");
     }
+    // The root disk: the only virtio-blk (so the guest's vda), read-only on
+    // the image, and root= names it.
+    let blks: Vec<&str> = config
+        .devices
+        .iter()
+        .filter(|d| d.driver().starts_with("virtio-blk"))
+        .filter_map(|d| d.id())
+        .collect();
+    assert_eq!(blks, ["rootdisk-dev"], "{ctx}");
+    assert!(
+        append.split(" ").any(|w| w == "root=/dev/vda1"),
+        "{ctx}: {append}"
+    );
+    let blocks = client.execute("query-block", None).await.unwrap();
+    let root = blocks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["device"] == "rootdisk")
+        .unwrap_or_else(|| panic!("{ctx}: no rootdisk in {blocks}"));
+    assert_eq!(root["inserted"]["ro"], true, "{ctx}: {root}");
+    assert_eq!(
+        root["inserted"]["file"],
+        image.display().to_string(),
+        "{ctx}: {root}"
+    );
     assert_eq!(
         qom_children(&client, "/machine/peripheral").await,
         want,

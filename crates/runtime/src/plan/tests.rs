@@ -302,6 +302,61 @@ fn kernel_vsock_gets_a_cid_from_the_uuid() {
     );
 }
 
+/// Off nvdimm (`disable_image_nvdimm`, or an arch or machine without one),
+/// `image` is a read-only disk on every arch: one drive of the image file, one
+/// virtio-blk device of the arch's transport on it and no other virtio-blk,
+/// so it is the guest's `/dev/vda`, which `root=` names.
+#[test]
+fn an_image_off_nvdimm_is_the_disk_root_names_on_every_arch() {
+    let image = "image = \"/img/root.img\"\n";
+    for (extra, driver) in [
+        ("disable_image_nvdimm = true", "virtio-blk-pci"),
+        ("machine_type = \"microvm\"", "virtio-blk-device"),
+        ("guest_arch = \"aarch64\"", "virtio-blk-pci"),
+        (
+            "guest_arch = \"ppc64le\"\ndisable_image_nvdimm = true",
+            "virtio-blk-pci",
+        ),
+        ("guest_arch = \"s390x\"", "virtio-blk-ccw"),
+    ] {
+        let q = planned_for_test(&cfg(&format!("{image}{extra}")), Accel::Tcg, Some(64 << 20));
+        let drives: Vec<_> = q
+            .drives
+            .iter()
+            .filter(|d| d.file == "/img/root.img")
+            .collect();
+        assert_eq!(drives.len(), 1, "{extra}: {drives:?}");
+        assert!(drives[0].readonly, "{extra}");
+        let blks: Vec<_> = q
+            .devices
+            .iter()
+            .filter_map(|d| match d {
+                Device::VirtioBlk(b) => Some(b),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            blks.len(),
+            1,
+            "{extra}: the root disk is the only virtio-blk"
+        );
+        assert_eq!(blks[0].drive, drives[0].id, "{extra}");
+        assert_eq!(
+            Device::VirtioBlk(blks[0].clone()).driver(),
+            driver,
+            "{extra}"
+        );
+        let append = q.kernel.as_ref().and_then(|k| k.append.clone()).unwrap();
+        let words: Vec<&str> = append.split(' ').collect();
+        for w in ["root=/dev/vda1", "ro", "rootfstype=ext4"] {
+            assert!(words.contains(&w), "{extra}: {append}");
+        }
+        assert!(!append.contains("pmem"), "{extra}: {append}");
+        assert_eq!(q.machine.get("nvdimm"), None, "{extra}");
+        q.validate().unwrap();
+    }
+}
+
 /// `extra_monitor_socket` (with `enable_debug`) adds a third monitor on a
 /// path in the sandbox folder, speaking what the key says; none without it.
 #[test]
