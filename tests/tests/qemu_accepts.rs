@@ -568,9 +568,11 @@ async fn s390x_ccw_accepts_rendered_argv() {
 /// `block_device_logical_sector_size` / `block_device_physical_sector_size`
 /// on the two disk devices the runtime cold- and hotplugs (virtio-blk on a
 /// root port, scsi-hd on the `scsi0` controller it renders): real QEMU starts
-/// paused with them and reports the sizes on both devices.
+/// paused with them and reports the sizes on both devices. With
+/// `indep_iothreads`, QEMU has the iothreads the runtime rendered and the
+/// virtio-blk disk runs on the first.
 #[tokio::test(flavor = "current_thread")]
-async fn disk_sector_sizes_reach_qemu() {
+async fn disk_sector_sizes_and_iothreads_reach_qemu() {
     let env = Env::new("acc-sectors");
     let dir = env.root.join("sb");
     std::fs::create_dir_all(&dir).unwrap();
@@ -581,7 +583,8 @@ async fn disk_sector_sizes_reach_qemu() {
         "[hypervisor.qemu]\npath = \"{}\"\nkernel = \"{}\"\nmachine_type = \"q35\"\n\
          default_memory = 256\ndefault_maxmemory = 1024\npcie_root_port = 1\n\
          shared_fs = \"none\"\naccelerator = \"tcg\"\nblock_device_driver = \"virtio-scsi\"\n\
-         block_device_logical_sector_size = 512\nblock_device_physical_sector_size = 4096\n",
+         block_device_logical_sector_size = 512\nblock_device_physical_sector_size = 4096\n\
+         enable_iothreads = true\nindep_iothreads = 2\n",
         bin.display(),
         kernel.display(),
     );
@@ -617,6 +620,7 @@ async fn disk_sector_sizes_reach_qemu() {
             id: "blk".into(),
             drive: "drive-blk".into(),
             bus: Some("rp0".into()),
+            iothread: Some("indep_iothread_0".into()),
             logical_block_size: logical,
             physical_block_size: physical,
             ..Default::default()
@@ -648,6 +652,15 @@ async fn disk_sector_sizes_reach_qemu() {
         let p = client.qom_get(&path, "physical_block_size").await.unwrap();
         assert_eq!((l, p), (json!(512), json!(4096)), "{id}: argv {:?}", q.argv);
     }
+    let objects = qom_children(&client, "/objects").await;
+    for t in ["indep_iothread_0", "indep_iothread_1"] {
+        assert!(objects.contains(t), "{t}: {objects:?}");
+    }
+    let io = client
+        .qom_get("/machine/peripheral/blk", "iothread")
+        .await
+        .unwrap();
+    assert_eq!(io, json!("/objects/indep_iothread_0"), "argv {:?}", q.argv);
     quit(q, client).await;
 }
 

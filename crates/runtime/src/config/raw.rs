@@ -86,6 +86,8 @@ pub struct RawQemu {
     pub disable_block_device_use: Option<bool>,
     /// Iothreads for block devices.
     pub enable_iothreads: Option<bool>,
+    /// Independent iothreads for virtio-blk disks.
+    pub indep_iothreads: Option<i64>,
     /// Do not put the image on nvdimm.
     pub disable_image_nvdimm: Option<bool>,
     /// vIOMMU.

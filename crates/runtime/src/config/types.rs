@@ -177,6 +177,9 @@ pub struct BlockConfig {
     pub disable_block_device_use: bool,
     /// Iothreads for block controllers.
     pub iothreads: bool,
+    /// Independent iothreads made at boot (`indep_iothread_<n>`); with
+    /// `iothreads`, virtio-blk disks run on the first.
+    pub indep_iothreads: u32,
 }
 
 /// What the extra monitor socket speaks (Kata's `extra_monitor_socket`).

@@ -227,6 +227,7 @@ fn block(
         iommu_platform: cfg.iommu_platform,
         logical_block_size: cfg.block.logical_sector_size,
         physical_block_size: cfg.block.physical_sector_size,
+        iothread: super::devices::blk_iothread(cfg),
         ..Default::default()
     }));
 }

@@ -457,6 +457,49 @@ block_device_physical_sector_size = 4096";
     }
 }
 
+/// `indep_iothreads = N` makes N iothreads at boot (Kata's names); with
+/// `enable_iothreads`, a cold-plugged virtio-blk disk runs on the first.
+#[test]
+fn independent_iothreads_are_made_and_virtio_blk_disks_use_the_first() {
+    let c =
+        cfg("block_device_driver = \"virtio-blk\"\nenable_iothreads = true\nindep_iothreads = 2");
+    let layout = Layout::new(&c, None);
+    let d = cold(
+        "d0",
+        coldplug::ColdSpec::Block {
+            path: "/img/d0.img".into(),
+            readonly: false,
+        },
+        Some(1),
+    );
+    let q = plan(&PlanInput {
+        cfg: &c,
+        layout: &layout,
+        accel: Accel::Tcg,
+        id: "t",
+        uuid: "00000000-0000-0000-0000-000000000000",
+        dir: Path::new("/run/sandvm/t"),
+        role: None,
+        agent: None,
+        cold: &[d],
+        incoming: false,
+    })
+    .unwrap();
+    let a = q.to_args().join(" ");
+    for want in [
+        "-object iothread,id=indep_iothread_0",
+        "-object iothread,id=indep_iothread_1",
+        "-device virtio-blk-pci,id=d0,bus=pci-bridge-0,addr=1,drive=drive-d0,iothread=indep_iothread_0",
+    ] {
+        assert!(a.contains(want), "{want}: {a}");
+    }
+    // Without enable_iothreads the threads exist but disks stay off them (Kata).
+    let off = cfg("indep_iothreads = 1");
+    let a = planned_for_test(&off, Accel::Tcg, None).to_args().join(" ");
+    assert!(a.contains("-object iothread,id=indep_iothread_0"), "{a}");
+    assert!(!a.contains("iothread=indep"), "{a}");
+}
+
 fn cold(id: &str, spec: coldplug::ColdSpec, slot: Option<u32>) -> coldplug::ColdDevice {
     coldplug::ColdDevice {
         id: id.into(),

@@ -169,8 +169,17 @@ fn block(cx: &Ctx<'_>, raw: &RawQemu) -> Result<BlockConfig, ConfigError> {
         cache_noflush: bool_or(raw.block_device_cache_noflush, false),
         disable_block_device_use: bool_or(raw.disable_block_device_use, false),
         iothreads: bool_or(raw.enable_iothreads, false),
+        indep_iothreads: cx.count(
+            &k("indep_iothreads"),
+            raw.indep_iothreads,
+            0,
+            MAX_INDEP_IOTHREADS,
+        )?,
     })
 }
+
+/// Most independent iothreads (`indep_iothreads`): one per vCPU of the largest guest.
+pub const MAX_INDEP_IOTHREADS: u32 = super::MAX_VCPUS;
 
 /// Smallest and largest disk sector size, bytes (Kata's bounds).
 pub const SECTOR_SIZES: (u32, u32) = (512, 65536);

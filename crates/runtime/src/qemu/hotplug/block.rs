@@ -119,6 +119,9 @@ pub fn plan(
         ("scsi-hd", false)
     } else {
         let slot = needs_slot(arch, "a virtio-blk disk")?;
+        if let Some(io) = crate::plan::devices::blk_iothread(cfg) {
+            props.insert("iothread".into(), io.into());
+        }
         let ccw = cfg.block.driver == BlockDriver::VirtioBlkCcw || !slot;
         (
             if ccw {

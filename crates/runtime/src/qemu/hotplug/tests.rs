@@ -108,6 +108,34 @@ fn sector_sizes_go_on_hotplugged_disks() {
 }
 
 #[test]
+fn hotplugged_virtio_blk_runs_on_the_first_independent_iothread() {
+    let c =
+        cfg("block_device_driver = \"virtio-blk\"\nenable_iothreads = true\nindep_iothreads = 2");
+    let p = arch::layout(&c);
+    let plan = block::plan(
+        &c,
+        &p,
+        &HotplugState::default(),
+        "d".into(),
+        Path::new("/x"),
+        false,
+    )
+    .unwrap();
+    assert_eq!(plan.steps[1].call.arguments["iothread"], "indep_iothread_0");
+    let scsi = cfg("enable_iothreads = true\nindep_iothreads = 2");
+    let plan = block::plan(
+        &scsi,
+        &arch::layout(&scsi),
+        &HotplugState::default(),
+        "d".into(),
+        Path::new("/x"),
+        false,
+    )
+    .unwrap();
+    assert!(plan.steps[1].call.arguments.get("iothread").is_none());
+}
+
+#[test]
 fn scsi_hd_takes_the_first_free_lun_and_no_slot() {
     let c = cfg("block_device_driver = \"virtio-scsi\"");
     assert_eq!(c.block.driver, BlockDriver::VirtioScsi);
