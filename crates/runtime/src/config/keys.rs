@@ -47,6 +47,7 @@ pub const QEMU_KEYS: &[&str] = &[
     "virtio_fs_daemon",
     "virtio_fs_cache",
     "virtio_fs_queue_size",
+    "virtio_fs_inode_file_handles",
     "virtio_fs_extra_args",
     "block_device_driver",
     "block_device_aio",
@@ -225,7 +226,6 @@ pub const INERT_QEMU_KEYS: &[InertKey] = &[
     secure("valid_jailer_paths", Inert::EmptyList),
     off("disable_seccomp", Inert::False),
     off("virtio_fs_cache_size", Inert::Zero),
-    off("virtio_fs_inode_file_handles", Inert::Str(&["never"])),
     off("msize_9p", Inert::Through("shared_fs = \"virtio-9p\"")),
     off("enable_numa", Inert::False),
     off("numa_mapping", Inert::EmptyList),
@@ -401,7 +401,6 @@ mod tests {
                 "valid_jailer_paths = []",
                 "disable_seccomp = false",
                 "virtio_fs_cache_size = 0",
-                "virtio_fs_inode_file_handles = \"\" or \"never\"",
                 "msize_9p = any value while shared_fs = \"virtio-9p\" is off",
                 "enable_numa = false",
                 "numa_mapping = []",
@@ -602,7 +601,6 @@ mod tests {
             confidential_guest = false
             disable_guest_selinux = true
             virtio_fs_cache_size = 0
-            virtio_fs_inode_file_handles = "never"
             numa_mapping = []
             guest_hook_path = ""
             vhost_user_store_path = "/var/run/kata-containers/vhost-user"
@@ -630,11 +628,6 @@ mod tests {
             (
                 "[hypervisor.qemu]\nvirtio_fs_cache_size = 1024",
                 "hypervisor.qemu.virtio_fs_cache_size",
-                Refusal::NotImplemented,
-            ),
-            (
-                "[hypervisor.qemu]\nvirtio_fs_inode_file_handles = \"prefer\"",
-                "hypervisor.qemu.virtio_fs_inode_file_handles",
                 Refusal::NotImplemented,
             ),
             (

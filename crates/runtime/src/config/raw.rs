@@ -66,6 +66,8 @@ pub struct RawQemu {
     pub virtio_fs_cache: Option<String>,
     /// vhost-user-fs queue size.
     pub virtio_fs_queue_size: Option<i64>,
+    /// virtiofsd's inode file handles (`never`, `prefer`, `mandatory`).
+    pub virtio_fs_inode_file_handles: Option<String>,
     /// Extra arguments for the virtio-fs daemon.
     pub virtio_fs_extra_args: Option<Vec<String>>,
     /// Block device driver.

@@ -204,6 +204,9 @@ pub struct SharedFsConfig {
     pub cache: String,
     /// vhost-user-fs queue size.
     pub queue_size: u32,
+    /// virtiofsd's `--inode-file-handles` (`never`, `prefer`, `mandatory`);
+    /// `None`: virtiofsd's default (`never`).
+    pub inode_file_handles: Option<String>,
     /// Extra daemon arguments.
     pub extra_args: Vec<String>,
 }

@@ -110,12 +110,37 @@ fn shared_fs(cx: &Ctx<'_>, raw: &RawQemu) -> Result<SharedFsConfig, ConfigError>
         ));
     }
     Ok(SharedFsConfig {
+        inode_file_handles: inode_file_handles(cx, raw, kind)?,
         kind,
         daemon: (kind != SharedFs::None).then_some(daemon),
         cache,
         queue_size,
         extra_args,
     })
+}
+
+/// `virtio_fs_inode_file_handles`: virtiofsd's modes; nydusd has none, so
+/// anything but `never` with `virtio-fs-nydus` is an error.
+fn inode_file_handles(
+    cx: &Ctx<'_>,
+    raw: &RawQemu,
+    kind: SharedFs,
+) -> Result<Option<String>, ConfigError> {
+    let key = k("virtio_fs_inode_file_handles");
+    let mode = match raw.virtio_fs_inode_file_handles.as_deref() {
+        None | Some("") => return Ok(None),
+        Some(m @ ("never" | "prefer" | "mandatory")) => m,
+        Some(o) => {
+            return Err(cx.err(
+                &key,
+                format!("unknown mode {o:?}; expected never, prefer or mandatory"),
+            ));
+        }
+    };
+    if kind == SharedFs::VirtioFsNydus && mode != "never" {
+        return Err(cx.err(&key, "nydusd has no inode file handles; only virtiofsd"));
+    }
+    Ok(Some(mode.to_string()))
 }
 
 fn block(cx: &Ctx<'_>, raw: &RawQemu) -> Result<BlockConfig, ConfigError> {
