@@ -97,3 +97,36 @@ fn cmdline_prints_the_argv_as_json() {
     );
     env.assert_clean();
 }
+
+/// A Kata key that would change the guest's security is refused before
+/// anything starts, naming the key, the value and the file; so is a key
+/// sandvm does not know. Nothing is left behind.
+#[test]
+fn a_confidential_guest_or_an_unknown_key_is_refused_by_name() {
+    let env = Env::new("refused");
+    for (extra, want) in [
+        (
+            "confidential_guest = true",
+            "hypervisor.qemu.confidential_guest = true",
+        ),
+        (
+            "virtio_fs_cache_size = 1024",
+            "hypervisor.qemu.virtio_fs_cache_size = 1024",
+        ),
+        ("defualt_memory = 512", "hypervisor.qemu.defualt_memory"),
+    ] {
+        let cfg = env.config("c.toml", extra);
+        for args in [
+            vec!["cmdline", "--config", cfg.to_str().unwrap()],
+            vec!["create", "--id", "r1", "--config", cfg.to_str().unwrap()],
+        ] {
+            let out = env.sandvm(&args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{args:?} accepted {extra}");
+            assert!(err.contains(want), "{args:?}: {err}");
+            assert!(err.contains(cfg.to_str().unwrap()), "{args:?}: {err}");
+        }
+        assert!(env.sandboxes().is_empty(), "{extra}: {:?}", env.sandboxes());
+    }
+    env.assert_clean();
+}
