@@ -6,7 +6,8 @@
 //! that argv, the QMP listener pre-bound and passed as fd 3 like the runtime
 //! does, and QMP then shows that QEMU built what the config says: vCPUs and
 //! maxcpus, boot memory and maxmem, every device id (the full set), and the
-//! PCI bridges and root ports on the PCI buses. The kernel is left out (QEMU
+//! PCI bridges and root ports on the PCI buses, and the root image off nvdimm
+//! as a read-only disk, the only virtio-blk, which `root=` names. The kernel is left out (QEMU
 //! runs no guest code under `-S`, and only x86 has a test kernel here).
 //!
 //! The escaping test passes paths and values containing `,` and `=` (kernel,
@@ -15,34 +16,19 @@
 //! injected.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use nix::errno::Errno;
-use nix::sys::wait::{WaitPidFlag, waitpid};
-use nix::unistd::Pid;
+mod qemu_support;
+
 use qemu_config::{
-    Chardev, Config, Device, Drive, FwCfg, FwCfgSource, QmpMonitor, QmpSocket, Transport,
-    VirtSerialPort, VirtioBlk,
+    Chardev, Device, Drive, FwCfg, FwCfgSource, Transport, VirtSerialPort, VirtioBlk,
 };
+use qemu_support::*;
 use runtime::config::Accel;
-use runtime::config::{GuestArch, HostInfo, HypervisorConfig};
+use runtime::config::GuestArch;
 use runtime::tools::files;
 use sandvm_tests::*;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
-
-/// Bound on the QMP handshake and on each command: generous, for a loaded
-/// 2-core machine. A failure guard only; nothing is timed.
-const QMP_TIMEOUT: Duration = Duration::from_secs(120);
-/// Bound on QEMU's exit after `quit` (a failure guard, not a measurement).
-const EXIT_TIMEOUT: Duration = Duration::from_secs(120);
-/// fd QEMU finds the QMP listener on (`-chardev socket,fd=3`), as the runtime does.
-const QMP_FD: RawFd = 3;
-const MIB: u64 = 1 << 20;
 
 /// One arch and machine under test.
 struct Case {
@@ -57,186 +43,6 @@ struct Case {
     pci: bool,
     /// The machine answers `query-hotpluggable-cpus`.
     hotpluggable_cpus: bool,
-}
-
-/// A running QEMU. Dropping it kills and reaps the process, so nothing is
-/// left behind even when an assertion fails half-way.
-struct Qemu {
-    child: Option<tokio::process::Child>,
-    pid: i32,
-    log: PathBuf,
-    argv: Vec<String>,
-}
-
-impl Qemu {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Wait for QEMU to exit and return its status; it is reaped then.
-    async fn wait(&mut self) -> ExitStatus {
-        let child = self.child.as_mut().expect("QEMU already reaped");
-        let status = tokio::time::timeout(EXIT_TIMEOUT, child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("QEMU did not exit within {EXIT_TIMEOUT:?}"))
-            .expect("wait for QEMU");
-        self.child = None;
-        status
-    }
-}
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        let _ = child.start_kill();
-        // Blocking reap of our own, just-killed child (teardown only).
-        let _ = waitpid(Pid::from_raw(self.pid), None);
-    }
-}
-
-/// In the child, before exec: the QMP listener goes on fd 3 (inheritable).
-fn listener_on_fd3(fd: RawFd) -> std::io::Result<()> {
-    if fd == QMP_FD {
-        // dup2 onto itself would keep CLOEXEC: clear it instead.
-        nix::fcntl::fcntl(
-            fd,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-        )?;
-    } else {
-        nix::unistd::dup2(fd, QMP_FD)?;
-    }
-    Ok(())
-}
-
-/// Start `bin` with `config`'s argv, the QMP listener bound at `sock` and
-/// passed as fd 3, then connect to QMP at once (the connection waits in the
-/// listen backlog: no polling). Fails with QEMU's own message if it rejects
-/// the command line.
-async fn start(bin: &Path, config: &Config, sock: &Path, log: &Path) -> (Qemu, qmp::Client) {
-    if let Err(e) = config.validate() {
-        panic!("rendered config is invalid: {e}\n{config:#?}");
-    }
-    let argv = config.to_args();
-    let _ = std::fs::remove_file(sock);
-    let listener = UnixListener::bind(sock).unwrap();
-    let logf = std::fs::File::create(log).unwrap();
-    let mut cmd = tokio::process::Command::new(bin);
-    cmd.args(&argv)
-        .stdin(Stdio::null())
-        .stdout(logf.try_clone().unwrap())
-        .stderr(logf);
-    let fd = listener.as_raw_fd();
-    // SAFETY: the closure only calls fcntl/dup2, which are async-signal-safe
-    // and allocate nothing.
-    #[allow(unsafe_code)]
-    unsafe {
-        cmd.pre_exec(move || listener_on_fd3(fd));
-    }
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}: run `make setup`", bin.display()));
-    // QEMU has its copy; ours must go, so QEMU's exit resets the connection.
-    drop(listener);
-    let pid = child.id().unwrap() as i32;
-    let mut q = Qemu {
-        child: Some(child),
-        pid,
-        log: log.to_path_buf(),
-        argv,
-    };
-    let opts = qmp::ClientOptions {
-        handshake_timeout: QMP_TIMEOUT,
-        command_timeout: Some(QMP_TIMEOUT),
-        ..Default::default()
-    };
-    let connected = {
-        let child = q.child.as_mut().unwrap();
-        tokio::select! {
-            r = qmp::Client::connect_with(sock, opts) => Ok(r),
-            st = child.wait() => Err(st),
-        }
-    };
-    match connected {
-        Ok(Ok(c)) => (q, c),
-        Ok(Err(e)) => panic!(
-            "QMP on {} failed: {e}\nargv: {:?}\nQEMU log:\n{}",
-            sock.display(),
-            q.argv,
-            q.log()
-        ),
-        Err(st) => {
-            q.child = None;
-            panic!(
-                "{} rejected the argv ({st:?}): {}\nargv: {:?}",
-                bin.display(),
-                q.log(),
-                q.argv
-            )
-        }
-    }
-}
-
-/// `quit`, then QEMU must exit with status 0 and be reaped.
-async fn quit(mut q: Qemu, client: qmp::Client) {
-    client.quit().await.unwrap();
-    let status = q.wait().await;
-    assert!(status.success(), "QEMU exited with {status}:\n{}", q.log());
-    assert_eq!(
-        waitpid(Pid::from_raw(q.pid), Some(WaitPidFlag::WNOHANG)),
-        Err(Errno::ECHILD),
-        "QEMU (pid {}) is not reaped",
-        q.pid
-    );
-}
-
-/// Parse and check a Kata-style config the way the runtime does.
-fn hypervisor_config(dir: &Path, toml: &str) -> HypervisorConfig {
-    let host = HostInfo {
-        cpus: 4,
-        mem_mib: 4096,
-        arch: GuestArch::X86_64,
-    };
-    runtime::config::parse_str(&dir.join("x.toml"), toml, &host)
-        .unwrap_or_else(|e| panic!("config rejected: {e}\n{toml}"))
-        .config
-}
-
-/// The QMP monitors on the pre-bound fds, as the runtime renders them: the
-/// command monitor on fd 3 and the supervisor's events monitor on fd 4.
-/// This test passes QEMU one listener, so it keeps the command monitor only.
-fn qmp_on_fd3(config: &mut Config) {
-    assert_eq!(
-        config.qmp,
-        [
-            QmpMonitor {
-                id: "qmp".into(),
-                socket: QmpSocket::Fd(QMP_FD),
-            },
-            QmpMonitor {
-                id: "events".into(),
-                socket: QmpSocket::Fd(QMP_FD + 1),
-            }
-        ],
-        "the runtime's QMP monitors changed; update this test"
-    );
-    config.qmp.truncate(1);
-}
-
-/// Children of a QOM container, by name.
-async fn qom_children(client: &qmp::Client, path: &str) -> BTreeSet<String> {
-    client
-        .qom_list(path)
-        .await
-        .unwrap_or_else(|e| panic!("qom-list {path}: {e}"))
-        .into_iter()
-        .filter(|p| p.prop_type.starts_with("child<"))
-        .map(|p| p.name)
-        .collect()
 }
 
 /// A device of ours in `query-pci`.
@@ -283,6 +89,12 @@ async fn accepts(case: Case) {
     std::fs::create_dir_all(&dir).unwrap();
     let kernel = env.root.join("unused-kernel");
     std::fs::write(&kernel, b"not booted: QEMU stays paused").unwrap();
+    // The root image off nvdimm: a read-only disk that root= must name.
+    let image = env.root.join("root.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(4 * MIB)
+        .unwrap();
     let bin = qemu(case.arch.qemu_binary());
 
     let mut toml = format!(
@@ -290,11 +102,12 @@ async fn accepts(case: Case) {
          machine_type = \"{}\"\ndefault_vcpus = 2\ndefault_maxvcpus = 4\n\
          default_memory = 256\ndefault_maxmemory = 1024\nshared_fs = \"none\"\n\
          accelerator = \"tcg\"\nblock_device_driver = \"virtio-scsi\"\n\
-         reclaim_guest_freed_memory = true\n",
+         reclaim_guest_freed_memory = true\nimage = \"{}\"\ndisable_image_nvdimm = true\n",
         bin.display(),
         kernel.display(),
         case.arch,
         case.machine,
+        image.display(),
     );
     if case.bridges {
         toml.push_str("default_bridges = 2\n");
@@ -315,6 +128,11 @@ async fn accepts(case: Case) {
     )
     .unwrap();
     qmp_on_fd3(&mut config);
+    let append = config
+        .kernel
+        .as_ref()
+        .and_then(|k| k.append.clone())
+        .unwrap_or_default();
     // QEMU stays paused and runs no guest code: no kernel (none exists for the
     // other arches here). microvm boots qboot, which the runtime sets as -bios.
     config.kernel = None;
@@ -389,6 +207,32 @@ async fn accepts(case: Case) {
     if case.root_ports {
         assert!(want.contains("rp0") && want.contains("rp1"), "{ctx}");
     }
+    // The root disk: the only virtio-blk (so the guest's vda), read-only on
+    // the image, and root= names it.
+    let blks: Vec<&str> = config
+        .devices
+        .iter()
+        .filter(|d| d.driver().starts_with("virtio-blk"))
+        .filter_map(|d| d.id())
+        .collect();
+    assert_eq!(blks, ["rootdisk-dev"], "{ctx}");
+    assert!(
+        append.split(" ").any(|w| w == "root=/dev/vda1"),
+        "{ctx}: {append}"
+    );
+    let blocks = client.execute("query-block", None).await.unwrap();
+    let root = blocks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["device"] == "rootdisk")
+        .unwrap_or_else(|| panic!("{ctx}: no rootdisk in {blocks}"));
+    assert_eq!(root["inserted"]["ro"], true, "{ctx}: {root}");
+    assert_eq!(
+        root["inserted"]["file"],
+        image.display().to_string(),
+        "{ctx}: {root}"
+    );
     assert_eq!(
         qom_children(&client, "/machine/peripheral").await,
         want,

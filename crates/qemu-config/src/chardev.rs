@@ -117,7 +117,20 @@ pub enum QmpSocket {
     Fd(i32),
 }
 
-/// A QMP monitor: `-chardev socket,id=<id>,…,server=on,wait=off` and
+/// What a monitor speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MonitorMode {
+    /// QMP: `mode=control`.
+    #[default]
+    Control,
+    /// QMP with pretty-printed JSON: `mode=control,pretty=on`.
+    ControlPretty,
+    /// The human monitor (HMP): `mode=readline`.
+    Readline,
+}
+
+/// A monitor, QMP unless `mode` says otherwise:
+/// `-chardev socket,id=<id>,…,server=on,wait=off` and
 /// `-mon chardev=<id>,mode=control`. The id lives in the chardev namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QmpMonitor {
@@ -125,6 +138,9 @@ pub struct QmpMonitor {
     pub id: String,
     /// Where to listen.
     pub socket: QmpSocket,
+    /// What it speaks.
+    #[serde(default)]
+    pub mode: MonitorMode,
 }
 
 impl QmpMonitor {
@@ -142,9 +158,14 @@ impl QmpMonitor {
 
     /// The `-mon` value.
     pub fn render_mon(&self) -> String {
+        let mode = match self.mode {
+            MonitorMode::Control | MonitorMode::ControlPretty => "control",
+            MonitorMode::Readline => "readline",
+        };
         OptList::empty()
             .kv("chardev", &self.id)
-            .kv("mode", "control")
+            .kv("mode", mode)
+            .on_if("pretty", self.mode == MonitorMode::ControlPretty)
             .finish()
     }
 }
@@ -248,12 +269,24 @@ mod tests {
         let q = QmpMonitor {
             id: "qmp".into(),
             socket: QmpSocket::Fd(3),
+            mode: Default::default(),
         };
         assert_eq!(q.render_chardev(), "socket,id=qmp,fd=3,server=on,wait=off");
         assert_eq!(q.render_mon(), "chardev=qmp,mode=control");
+        let pretty = QmpMonitor {
+            mode: MonitorMode::ControlPretty,
+            ..q.clone()
+        };
+        assert_eq!(pretty.render_mon(), "chardev=qmp,mode=control,pretty=on");
+        let hmp = QmpMonitor {
+            mode: MonitorMode::Readline,
+            ..q.clone()
+        };
+        assert_eq!(hmp.render_mon(), "chardev=qmp,mode=readline");
         let q = QmpMonitor {
             id: "qmp".into(),
             socket: QmpSocket::Path("/r/qmp.sock".into()),
+            mode: Default::default(),
         };
         assert_eq!(
             q.render_chardev(),

@@ -287,6 +287,7 @@ mod tests {
         c.qmp.push(QmpMonitor {
             id: "qmp".into(),
             socket: crate::chardev::QmpSocket::Fd(3),
+            mode: Default::default(),
         });
         let json = serde_json::to_string(&c).unwrap();
         let back: Config = serde_json::from_str(&json).unwrap();

@@ -21,7 +21,7 @@ pub mod object;
 mod validate;
 
 pub use boot::{FW_CFG_MAX_NAME, FwCfg, FwCfgSource, Kernel, Pflash};
-pub use chardev::{Chardev, QmpMonitor, QmpSocket, Serial, Tpmdev};
+pub use chardev::{Chardev, MonitorMode, QmpMonitor, QmpSocket, Serial, Tpmdev};
 pub use config::Config;
 pub use cpu::{Cpu, Smp};
 pub use device::{

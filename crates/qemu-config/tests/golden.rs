@@ -75,6 +75,7 @@ pub fn kata_q35() -> Config {
     c.qmp = vec![QmpMonitor {
         id: s("qmp"),
         socket: QmpSocket::Fd(3),
+        mode: Default::default(),
     }];
     c.chardevs = vec![Chardev::Socket {
         id: s("charconsole0"),

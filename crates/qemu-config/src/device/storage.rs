@@ -35,6 +35,10 @@ pub struct VirtioBlk {
     pub disable_modern: bool,
     /// `romfile=` (PCI only; `Some("")` disables the option ROM).
     pub romfile: Option<String>,
+    /// `logical_block_size=`, bytes.
+    pub logical_block_size: Option<u32>,
+    /// `physical_block_size=`, bytes.
+    pub physical_block_size: Option<u32>,
 }
 
 impl VirtioBlk {
@@ -55,7 +59,9 @@ impl VirtioBlk {
         .opt_flag("config-wce", self.config_wce)
         .on_if("share-rw", self.share_rw)
         .opt("iothread", self.iothread.as_deref())
-        .opt("serial", self.serial.as_deref());
+        .opt("serial", self.serial.as_deref())
+        .opt_num("logical_block_size", self.logical_block_size)
+        .opt_num("physical_block_size", self.physical_block_size);
         tail(
             l,
             self.devno.as_deref(),
@@ -128,6 +134,10 @@ pub struct ScsiHd {
     pub scsi_id: Option<u32>,
     /// `lun=`.
     pub lun: Option<u32>,
+    /// `logical_block_size=`, bytes.
+    pub logical_block_size: Option<u32>,
+    /// `physical_block_size=`, bytes.
+    pub physical_block_size: Option<u32>,
 }
 
 impl ScsiHd {
@@ -136,6 +146,8 @@ impl ScsiHd {
             .kv("drive", &self.drive)
             .opt_num("scsi-id", self.scsi_id)
             .opt_num("lun", self.lun)
+            .opt_num("logical_block_size", self.logical_block_size)
+            .opt_num("physical_block_size", self.physical_block_size)
             .finish()
     }
 }
@@ -253,6 +265,13 @@ mod tests {
         );
         b.transport = Transport::Mmio;
         assert!(b.render().starts_with("virtio-blk-device,id=blk0,"));
+        b.logical_block_size = Some(4096);
+        b.physical_block_size = Some(4096);
+        b.devno = None;
+        assert_eq!(
+            b.render(),
+            "virtio-blk-device,id=blk0,drive=drive0,config-wce=off,share-rw=on,serial=s,,n,logical_block_size=4096,physical_block_size=4096"
+        );
     }
 
     #[test]
@@ -269,10 +288,20 @@ mod tests {
             bus: Some("scsi0.0".into()),
             scsi_id: Some(0),
             lun: Some(1),
+            ..Default::default()
         };
         assert_eq!(
             hd.render(),
             "scsi-hd,id=hd0,bus=scsi0.0,drive=d0,scsi-id=0,lun=1"
+        );
+        let sized = ScsiHd {
+            logical_block_size: Some(512),
+            physical_block_size: Some(4096),
+            ..hd
+        };
+        assert_eq!(
+            sized.render(),
+            "scsi-hd,id=hd0,bus=scsi0.0,drive=d0,scsi-id=0,lun=1,logical_block_size=512,physical_block_size=4096"
         );
         let n = Nvdimm {
             id: "nv0".into(),

@@ -419,6 +419,7 @@ mod tests {
         c.qmp.push(QmpMonitor {
             id: s("qmp"),
             socket: QmpSocket::Fd(3),
+            mode: Default::default(),
         });
         c.serials.push(Serial { chardev: s("qmp") });
         assert!(matches!(

@@ -512,6 +512,7 @@ mod tests {
         c.qmp.push(QmpMonitor {
             id: s("qmp"),
             socket: QmpSocket::Fd(3),
+            mode: Default::default(),
         });
         c.chardevs.push(socket("qmp"));
         assert_eq!(

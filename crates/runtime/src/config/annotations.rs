@@ -296,8 +296,16 @@ fn check_path(qemu: &toml::Table, name: &str, list: &str, value: &str) -> Result
 
 /// A validation error about an overridden key names the annotation.
 fn blame(e: ConfigError, overrides: &[Override]) -> ConfigError {
-    let ConfigError::Invalid { key, reason, .. } = &e else {
-        return e;
+    let (key, reason) = match &e {
+        ConfigError::Invalid { key, reason, .. } => (key, reason.clone()),
+        ConfigError::Refused {
+            key,
+            value,
+            inert,
+            refusal,
+            ..
+        } => (key, format!("{value} {refusal}; only {inert} is accepted")),
+        _ => return e,
     };
     let hit = overrides.iter().find(|o| {
         let full = format!("hypervisor.qemu.{}", o.key);
@@ -316,7 +324,7 @@ fn blame(e: ConfigError, overrides: &[Override]) -> ConfigError {
                 .map(|o| o.annotation.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
-            reason.clone(),
+            reason,
         ),
         None => e,
     }
@@ -408,6 +416,7 @@ mod tests {
             ("kernel", "/boot/evil", "does not take"),
             ("qemu_uid", "0", "does not take"),
             ("default_vcpus", "9", "default_vcpus"),
+            ("virtio_fs_cache_size", "1024", "only 0 is accepted"),
         ] {
             let (name, why) = refused(apply(&c, &ann(&[(k, v)])).unwrap_err());
             assert_eq!(name, format!("{PREFIX}{k}"), "{why}");

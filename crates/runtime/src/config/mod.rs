@@ -12,7 +12,9 @@ mod raw;
 mod types;
 mod validate;
 
-pub use keys::{FACTORY_KEYS, QEMU_KEYS, Warning};
+pub use keys::{
+    FACTORY_KEYS, INERT_FACTORY_KEYS, INERT_QEMU_KEYS, Inert, InertKey, QEMU_KEYS, Refusal, Warning,
+};
 pub use types::*;
 pub use validate::*;
 
@@ -51,6 +53,30 @@ pub enum ConfigError {
         key: String,
         /// Why.
         reason: String,
+    },
+    /// A Kata key that sandvm does not implement is set to a value that would
+    /// do something (see [`INERT_QEMU_KEYS`]).
+    #[error("{file}: key {key} = {value} {refusal}; sandvm accepts it only as {inert}")]
+    Refused {
+        /// The file.
+        file: String,
+        /// The dotted key.
+        key: String,
+        /// The value found, as TOML.
+        value: String,
+        /// The value sandvm accepts (the key's inert value).
+        inert: String,
+        /// Why any other value is refused.
+        refusal: Refusal,
+    },
+    /// A key of `[hypervisor.qemu]` or `[factory]`, or outside any table, that
+    /// neither Kata nor sandvm defines.
+    #[error("{file}: key {key} is not a key of Kata or sandvm (a typo?)")]
+    UnknownKey {
+        /// The file.
+        file: String,
+        /// The dotted key.
+        key: String,
     },
     /// The file has no `[hypervisor.qemu]` table.
     #[error("{file}: no [hypervisor.qemu] table")]
@@ -166,6 +192,7 @@ fn from_raw(
     let qemu = raw.hypervisor.qemu.ok_or(ConfigError::NoQemuTable {
         file: file.display().to_string(),
     })?;
+    keys::refuse_unimplemented(&file.display().to_string(), &doc)?;
     let mut config = validate::validate(file, &qemu, &raw.factory, host)?;
     config.origin = Origin(Some(std::sync::Arc::new((doc, *host))));
     Ok(config)

@@ -1,8 +1,8 @@
 //! The TOML file as written: serde structs with Kata's key names.
 //!
 //! Every field is optional here; defaults are applied by
-//! [`validate`](super::validate). Keys this module does not list are reported
-//! as warnings by [`super::keys`], never dropped silently.
+//! [`validate`](super::validate). Keys this module does not list are accepted
+//! only at their inert value, or refused, by [`super::keys`]; never dropped silently.
 
 use serde::Deserialize;
 
@@ -64,10 +64,10 @@ pub struct RawQemu {
     pub virtio_fs_daemon: Option<String>,
     /// virtio-fs cache mode.
     pub virtio_fs_cache: Option<String>,
-    /// DAX window, MiB.
-    pub virtio_fs_cache_size: Option<i64>,
     /// vhost-user-fs queue size.
     pub virtio_fs_queue_size: Option<i64>,
+    /// virtiofsd's inode file handles (`never`, `prefer`, `mandatory`).
+    pub virtio_fs_inode_file_handles: Option<String>,
     /// Extra arguments for the virtio-fs daemon.
     pub virtio_fs_extra_args: Option<Vec<String>>,
     /// Block device driver.
@@ -80,10 +80,16 @@ pub struct RawQemu {
     pub block_device_cache_direct: Option<bool>,
     /// Ignore flush requests.
     pub block_device_cache_noflush: Option<bool>,
+    /// Logical sector size of disks, bytes.
+    pub block_device_logical_sector_size: Option<i64>,
+    /// Physical sector size of disks, bytes.
+    pub block_device_physical_sector_size: Option<i64>,
     /// Never use block devices for container rootfs.
     pub disable_block_device_use: Option<bool>,
     /// Iothreads for block devices.
     pub enable_iothreads: Option<bool>,
+    /// Independent iothreads for virtio-blk disks.
+    pub indep_iothreads: Option<i64>,
     /// Do not put the image on nvdimm.
     pub disable_image_nvdimm: Option<bool>,
     /// vIOMMU.
@@ -108,6 +114,8 @@ pub struct RawQemu {
     pub rootless: Option<bool>,
     /// Debug output.
     pub enable_debug: Option<bool>,
+    /// An extra monitor socket (`hmp`, `qmp`, `qmp-pretty`), with `enable_debug`.
+    pub extra_monitor_socket: Option<String>,
     /// Skip nesting checks.
     pub disable_nesting_checks: Option<bool>,
     /// Where pvpanic dumps go.

@@ -169,10 +169,28 @@ pub struct BlockConfig {
     pub cache_direct: bool,
     /// cache.no-flush.
     pub cache_noflush: bool,
+    /// `logical_block_size` of cold- and hotplugged disks, bytes (`None`: QEMU's).
+    pub logical_sector_size: Option<u32>,
+    /// `physical_block_size` of cold- and hotplugged disks, bytes (`None`: QEMU's).
+    pub physical_sector_size: Option<u32>,
     /// Never use block devices for container rootfs.
     pub disable_block_device_use: bool,
     /// Iothreads for block controllers.
     pub iothreads: bool,
+    /// Independent iothreads made at boot (`indep_iothread_<n>`); with
+    /// `iothreads`, virtio-blk disks run on the first.
+    pub indep_iothreads: u32,
+}
+
+/// What the extra monitor socket speaks (Kata's `extra_monitor_socket`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExtraMonitor {
+    /// The human monitor (`hmp`).
+    Hmp,
+    /// QMP (`qmp`).
+    Qmp,
+    /// QMP with pretty-printed JSON (`qmp-pretty`).
+    QmpPretty,
 }
 
 /// Shared filesystem settings.
@@ -184,10 +202,11 @@ pub struct SharedFsConfig {
     pub daemon: Option<PathBuf>,
     /// Cache mode passed to the daemon.
     pub cache: String,
-    /// DAX window size, MiB (0: none).
-    pub cache_size_mib: u32,
     /// vhost-user-fs queue size.
     pub queue_size: u32,
+    /// virtiofsd's `--inode-file-handles` (`never`, `prefer`, `mandatory`);
+    /// `None`: virtiofsd's default (`never`).
+    pub inode_file_handles: Option<String>,
     /// Extra daemon arguments.
     pub extra_args: Vec<String>,
 }
@@ -293,6 +312,9 @@ pub struct HypervisorConfig {
     pub rootless: bool,
     /// Debug.
     pub debug: bool,
+    /// A second monitor on `extra-mon.sock` in the sandbox folder (only with
+    /// `debug`: whoever opens it controls QEMU).
+    pub extra_monitor: Option<ExtraMonitor>,
     /// Skip nesting checks.
     pub disable_nesting_checks: bool,
     /// pvpanic dump folder.

@@ -212,6 +212,8 @@ fn block(
             bus: Some(format!("{SCSI_ID}.0")),
             scsi_id: Some(scsi_id),
             lun: Some(lun),
+            logical_block_size: cfg.block.logical_sector_size,
+            physical_block_size: cfg.block.physical_sector_size,
         }));
         return;
     }
@@ -223,6 +225,9 @@ fn block(
         addr,
         devno: d.devno.clone(),
         iommu_platform: cfg.iommu_platform,
+        logical_block_size: cfg.block.logical_sector_size,
+        physical_block_size: cfg.block.physical_sector_size,
+        iothread: super::devices::blk_iothread(cfg),
         ..Default::default()
     }));
 }

@@ -199,6 +199,17 @@ fn root_image(qc: &mut Config, cfg: &HypervisorConfig, layout: &Layout, devno: &
     }));
 }
 
+/// Id of the `n`th independent iothread (Kata's names).
+pub fn indep_iothread(n: u32) -> String {
+    format!("indep_iothread_{n}")
+}
+
+/// The iothread virtio-blk disks (cold- and hotplugged) run on: Kata's first
+/// independent one, when `enable_iothreads` and `indep_iothreads` are set.
+pub fn blk_iothread(cfg: &HypervisorConfig) -> Option<String> {
+    (cfg.block.iothreads && cfg.block.indep_iothreads > 0).then(|| indep_iothread(0))
+}
+
 /// vIOMMU, pvpanic, RNG, SCSI controller, balloon, iommu_platform.
 fn platform(qc: &mut Config, cfg: &HypervisorConfig, t: Transport, devno: &mut Devno) {
     let x86 = cfg.guest_arch == GuestArch::X86_64;
@@ -230,6 +241,10 @@ fn platform(qc: &mut Config, cfg: &HypervisorConfig, t: Transport, devno: &mut D
             ..Default::default()
         }));
     }
+    qc.objects
+        .extend((0..cfg.block.indep_iothreads).map(|i| Object::Iothread {
+            id: indep_iothread(i),
+        }));
     if cfg.block.driver == BlockDriver::VirtioScsi && t != Transport::Mmio {
         let iothread = cfg.block.iothreads.then(|| "iothread-scsi0".to_string());
         if let Some(id) = &iothread {

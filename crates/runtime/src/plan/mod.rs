@@ -23,7 +23,7 @@ pub mod template;
 pub mod tpm;
 pub mod usernet;
 
-use crate::config::{Accel, HypervisorConfig};
+use crate::config::{Accel, ExtraMonitor, HypervisorConfig};
 use crate::state::files;
 use crate::types::TemplateRole;
 use qemu_config::*;
@@ -125,12 +125,32 @@ pub fn qmp_monitors() -> Vec<QmpMonitor> {
         QmpMonitor {
             id: QMP_ID.into(),
             socket: QmpSocket::Fd(QMP_FD),
+            mode: Default::default(),
         },
         QmpMonitor {
             id: EVENTS_ID.into(),
             socket: QmpSocket::Fd(EVENTS_FD),
+            mode: Default::default(),
         },
     ]
+}
+
+/// Id of the extra monitor's chardev.
+pub const EXTRA_MONITOR_ID: &str = "extra-monitor";
+
+/// The debug monitor of `extra_monitor_socket`, on [`files::EXTRA_MONITOR`]
+/// in the sandbox folder, which QEMU binds.
+fn extra_monitor(cfg: &HypervisorConfig, dir: &Path) -> Option<QmpMonitor> {
+    let mode = match cfg.extra_monitor? {
+        ExtraMonitor::Hmp => MonitorMode::Readline,
+        ExtraMonitor::Qmp => MonitorMode::Control,
+        ExtraMonitor::QmpPretty => MonitorMode::ControlPretty,
+    };
+    Some(QmpMonitor {
+        id: EXTRA_MONITOR_ID.into(),
+        socket: QmpSocket::Path(s(&dir.join(files::EXTRA_MONITOR))),
+        mode,
+    })
 }
 
 fn s(p: &Path) -> String {
@@ -181,6 +201,7 @@ pub fn plan(inp: &PlanInput<'_>) -> Result<Config, PlanError> {
     qc.pidfile = Some(s(&inp.dir.join(files::PIDFILE)));
     qc.sandbox = cfg.seccomp_sandbox.map(devices::seccomp);
     qc.qmp = qmp_monitors();
+    qc.qmp.extend(extra_monitor(cfg, inp.dir));
     // Keep a panicked guest until the supervisor has dumped it.
     qc.actions = vec![("panic".into(), "pause".into())];
     qc.extra_args = cfg.extras.extra_args.clone();

@@ -106,8 +106,9 @@ pub fn virtiofsd_sandbox(root: bool) -> &'static str {
 }
 
 /// virtiofsd's arguments (Kata's, with the log on stderr instead of
-/// syslog): socket fd, shared folder, cache mode, sandbox mode, log level,
-/// then `virtio_fs_extra_args` (which may override the sandbox mode).
+/// syslog): socket fd, shared folder, cache mode, inode file handles when
+/// set, sandbox mode, log level, then `virtio_fs_extra_args` (which may
+/// override the sandbox mode).
 pub fn virtiofsd_args(cfg: &HypervisorConfig, share: &Path, root: bool) -> Vec<String> {
     let fs = &cfg.shared_fs;
     let mut a = vec![
@@ -115,6 +116,9 @@ pub fn virtiofsd_args(cfg: &HypervisorConfig, share: &Path, root: bool) -> Vec<S
         format!("--shared-dir={}", share.display()),
         format!("--cache={}", fs.cache),
     ];
+    if let Some(mode) = &fs.inode_file_handles {
+        a.push(format!("--inode-file-handles={mode}"));
+    }
     let user_sandbox = fs.extra_args.iter().any(|x| x.starts_with("--sandbox"));
     if !user_sandbox {
         a.push(format!("--sandbox={}", virtiofsd_sandbox(root)));
@@ -149,4 +153,46 @@ pub fn nydusd_args(cfg: &HypervisorConfig, dir: &Path) -> Vec<String> {
     }
     a.extend(cfg.shared_fs.extra_args.iter().cloned());
     a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{GuestArch, HostInfo, parse_str};
+
+    fn cfg(extra: &str) -> HypervisorConfig {
+        let host = HostInfo {
+            cpus: 2,
+            mem_mib: 4096,
+            arch: GuestArch::X86_64,
+        };
+        let text = format!("[hypervisor.qemu]\nkernel = \"/k\"\n{extra}\n");
+        parse_str(Path::new("/etc/sandvm/t.toml"), &text, &host)
+            .unwrap()
+            .config
+    }
+
+    #[test]
+    fn virtiofsd_gets_the_inode_file_handles_mode_when_set() {
+        let share = Path::new("/run/sandvm/t/shared");
+        let plain = virtiofsd_args(&cfg(""), share, true);
+        assert!(
+            !plain.iter().any(|a| a.contains("inode-file-handles")),
+            "{plain:?}"
+        );
+        let a = virtiofsd_args(
+            &cfg("virtio_fs_inode_file_handles = \"prefer\""),
+            share,
+            true,
+        );
+        assert_eq!(
+            a[..4],
+            [
+                format!("--fd={VIRTIOFSD_SOCKET_FD}"),
+                "--shared-dir=/run/sandvm/t/shared".to_string(),
+                "--cache=auto".to_string(),
+                "--inode-file-handles=prefer".to_string(),
+            ]
+        );
+    }
 }

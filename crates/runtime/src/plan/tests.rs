@@ -302,6 +302,86 @@ fn kernel_vsock_gets_a_cid_from_the_uuid() {
     );
 }
 
+/// Off nvdimm (`disable_image_nvdimm`, or an arch or machine without one),
+/// `image` is a read-only disk on every arch: one drive of the image file, one
+/// virtio-blk device of the arch's transport on it and no other virtio-blk,
+/// so it is the guest's `/dev/vda`, which `root=` names.
+#[test]
+fn an_image_off_nvdimm_is_the_disk_root_names_on_every_arch() {
+    let image = "image = \"/img/root.img\"\n";
+    for (extra, driver) in [
+        ("disable_image_nvdimm = true", "virtio-blk-pci"),
+        ("machine_type = \"microvm\"", "virtio-blk-device"),
+        ("guest_arch = \"aarch64\"", "virtio-blk-pci"),
+        (
+            "guest_arch = \"ppc64le\"\ndisable_image_nvdimm = true",
+            "virtio-blk-pci",
+        ),
+        ("guest_arch = \"s390x\"", "virtio-blk-ccw"),
+    ] {
+        let q = planned_for_test(&cfg(&format!("{image}{extra}")), Accel::Tcg, Some(64 << 20));
+        let drives: Vec<_> = q
+            .drives
+            .iter()
+            .filter(|d| d.file == "/img/root.img")
+            .collect();
+        assert_eq!(drives.len(), 1, "{extra}: {drives:?}");
+        assert!(drives[0].readonly, "{extra}");
+        let blks: Vec<_> = q
+            .devices
+            .iter()
+            .filter_map(|d| match d {
+                Device::VirtioBlk(b) => Some(b),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            blks.len(),
+            1,
+            "{extra}: the root disk is the only virtio-blk"
+        );
+        assert_eq!(blks[0].drive, drives[0].id, "{extra}");
+        assert_eq!(
+            Device::VirtioBlk(blks[0].clone()).driver(),
+            driver,
+            "{extra}"
+        );
+        let append = q.kernel.as_ref().and_then(|k| k.append.clone()).unwrap();
+        let words: Vec<&str> = append.split(' ').collect();
+        for w in ["root=/dev/vda1", "ro", "rootfstype=ext4"] {
+            assert!(words.contains(&w), "{extra}: {append}");
+        }
+        assert!(!append.contains("pmem"), "{extra}: {append}");
+        assert_eq!(q.machine.get("nvdimm"), None, "{extra}");
+        q.validate().unwrap();
+    }
+}
+
+/// `extra_monitor_socket` (with `enable_debug`) adds a third monitor on a
+/// path in the sandbox folder, speaking what the key says; none without it.
+#[test]
+fn the_extra_monitor_socket_is_a_monitor_in_the_sandbox_folder() {
+    let base = planned_for_test(&cfg("enable_debug = true"), Accel::Tcg, None);
+    assert_eq!(base.qmp.len(), 2);
+    for (kind, mon) in [
+        ("hmp", "chardev=extra-monitor,mode=readline"),
+        ("qmp", "chardev=extra-monitor,mode=control"),
+        ("qmp-pretty", "chardev=extra-monitor,mode=control,pretty=on"),
+    ] {
+        let c = cfg(&format!(
+            "enable_debug = true\nextra_monitor_socket = \"{kind}\""
+        ));
+        let a = planned_for_test(&c, Accel::Tcg, None).to_args().join(" ");
+        assert!(
+            a.contains(&format!(
+                "-chardev socket,id=extra-monitor,path=/run/sandvm/t/{},server=on,wait=off -mon {mon}",
+                files::EXTRA_MONITOR
+            )),
+            "{kind}: {a}"
+        );
+    }
+}
+
 #[test]
 fn an_image_off_nvdimm_is_a_read_only_first_disk() {
     let c = cfg("image = \"/img/root.img\"\ndisable_image_nvdimm = true");
@@ -320,6 +400,104 @@ fn an_image_off_nvdimm_is_a_read_only_first_disk() {
     assert!(a.contains("root=/dev/vda1 ro"), "{a}");
     assert_eq!(q.machine.get("nvdimm"), None);
     q.validate().unwrap();
+}
+
+/// `block_device_*_sector_size` reach every cold-plugged disk, virtio-blk
+/// and scsi-hd, but not the root image (its partition table is in 512-byte
+/// sectors).
+#[test]
+fn sector_sizes_reach_cold_plugged_disks_not_the_root_image() {
+    let sizes = "block_device_logical_sector_size = 512
+block_device_physical_sector_size = 4096";
+    for (driver, scsi, want) in [
+        (
+            "virtio-blk",
+            None,
+            "-device virtio-blk-pci,id=d0,bus=pci-bridge-0,addr=1,drive=drive-d0,logical_block_size=512,physical_block_size=4096",
+        ),
+        (
+            "virtio-scsi",
+            Some((0, 3)),
+            "-device scsi-hd,id=d0,bus=scsi0.0,drive=drive-d0,scsi-id=0,lun=3,logical_block_size=512,physical_block_size=4096",
+        ),
+    ] {
+        let c = cfg(&format!(
+            "block_device_driver = \"{driver}\"\n{sizes}\nimage = \"/img/root.img\"\ndisable_image_nvdimm = true"
+        ));
+        let layout = Layout::new(&c, Some(64 << 20));
+        let mut d = cold(
+            "d0",
+            coldplug::ColdSpec::Block {
+                path: "/img/d0.img".into(),
+                readonly: false,
+            },
+            scsi.is_none().then_some(1),
+        );
+        d.scsi = scsi;
+        let q = plan(&PlanInput {
+            cfg: &c,
+            layout: &layout,
+            accel: Accel::Tcg,
+            id: "t",
+            uuid: "00000000-0000-0000-0000-000000000000",
+            dir: Path::new("/run/sandvm/t"),
+            role: None,
+            agent: None,
+            cold: &[d],
+            incoming: false,
+        })
+        .unwrap();
+        let a = q.to_args().join(" ");
+        assert!(a.contains(want), "{a}");
+        assert!(
+            a.contains("-device virtio-blk-pci,id=rootdisk-dev,drive=rootdisk "),
+            "{a}"
+        );
+        assert_eq!(a.matches("logical_block_size").count(), 1, "{a}");
+    }
+}
+
+/// `indep_iothreads = N` makes N iothreads at boot (Kata's names); with
+/// `enable_iothreads`, a cold-plugged virtio-blk disk runs on the first.
+#[test]
+fn independent_iothreads_are_made_and_virtio_blk_disks_use_the_first() {
+    let c =
+        cfg("block_device_driver = \"virtio-blk\"\nenable_iothreads = true\nindep_iothreads = 2");
+    let layout = Layout::new(&c, None);
+    let d = cold(
+        "d0",
+        coldplug::ColdSpec::Block {
+            path: "/img/d0.img".into(),
+            readonly: false,
+        },
+        Some(1),
+    );
+    let q = plan(&PlanInput {
+        cfg: &c,
+        layout: &layout,
+        accel: Accel::Tcg,
+        id: "t",
+        uuid: "00000000-0000-0000-0000-000000000000",
+        dir: Path::new("/run/sandvm/t"),
+        role: None,
+        agent: None,
+        cold: &[d],
+        incoming: false,
+    })
+    .unwrap();
+    let a = q.to_args().join(" ");
+    for want in [
+        "-object iothread,id=indep_iothread_0",
+        "-object iothread,id=indep_iothread_1",
+        "-device virtio-blk-pci,id=d0,bus=pci-bridge-0,addr=1,drive=drive-d0,iothread=indep_iothread_0",
+    ] {
+        assert!(a.contains(want), "{want}: {a}");
+    }
+    // Without enable_iothreads the threads exist but disks stay off them (Kata).
+    let off = cfg("indep_iothreads = 1");
+    let a = planned_for_test(&off, Accel::Tcg, None).to_args().join(" ");
+    assert!(a.contains("-object iothread,id=indep_iothread_0"), "{a}");
+    assert!(!a.contains("iothread=indep"), "{a}");
 }
 
 fn cold(id: &str, spec: coldplug::ColdSpec, slot: Option<u32>) -> coldplug::ColdDevice {

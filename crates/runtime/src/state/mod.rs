@@ -61,6 +61,8 @@ pub mod files {
     pub const VSOCK_LOG: &str = "vhost-device-vsock.log";
     /// How the VM ended, written by its supervisor.
     pub const EXIT: &str = "exit.json";
+    /// The extra monitor socket (`extra_monitor_socket`), QEMU binds it.
+    pub const EXTRA_MONITOR: &str = "extra-mon.sock";
 }
 
 /// Errors of the state store.
@@ -236,6 +238,7 @@ impl StateRoot {
             files::EVENTS,
             files::AGENT,
             files::VHOST_VSOCK,
+            files::EXTRA_MONITOR,
         ] {
             check_socket_path(&dir.join(name))?;
         }

@@ -110,18 +110,37 @@ fn shared_fs(cx: &Ctx<'_>, raw: &RawQemu) -> Result<SharedFsConfig, ConfigError>
         ));
     }
     Ok(SharedFsConfig {
+        inode_file_handles: inode_file_handles(cx, raw, kind)?,
         kind,
         daemon: (kind != SharedFs::None).then_some(daemon),
         cache,
-        cache_size_mib: cx.count(
-            &k("virtio_fs_cache_size"),
-            raw.virtio_fs_cache_size,
-            0,
-            1 << 20,
-        )?,
         queue_size,
         extra_args,
     })
+}
+
+/// `virtio_fs_inode_file_handles`: virtiofsd's modes; nydusd has none, so
+/// anything but `never` with `virtio-fs-nydus` is an error.
+fn inode_file_handles(
+    cx: &Ctx<'_>,
+    raw: &RawQemu,
+    kind: SharedFs,
+) -> Result<Option<String>, ConfigError> {
+    let key = k("virtio_fs_inode_file_handles");
+    let mode = match raw.virtio_fs_inode_file_handles.as_deref() {
+        None | Some("") => return Ok(None),
+        Some(m @ ("never" | "prefer" | "mandatory")) => m,
+        Some(o) => {
+            return Err(cx.err(
+                &key,
+                format!("unknown mode {o:?}; expected never, prefer or mandatory"),
+            ));
+        }
+    };
+    if kind == SharedFs::VirtioFsNydus && mode != "never" {
+        return Err(cx.err(&key, "nydusd has no inode file handles; only virtiofsd"));
+    }
+    Ok(Some(mode.to_string()))
 }
 
 fn block(cx: &Ctx<'_>, raw: &RawQemu) -> Result<BlockConfig, ConfigError> {
@@ -147,15 +166,63 @@ fn block(cx: &Ctx<'_>, raw: &RawQemu) -> Result<BlockConfig, ConfigError> {
             ));
         }
     };
+    let logical = sector_size(
+        cx,
+        "block_device_logical_sector_size",
+        raw.block_device_logical_sector_size,
+    )?;
+    let physical = sector_size(
+        cx,
+        "block_device_physical_sector_size",
+        raw.block_device_physical_sector_size,
+    )?;
+    if let (Some(l), Some(p)) = (logical, physical)
+        && l > p
+    {
+        return Err(cx.err(
+            &k("block_device_logical_sector_size"),
+            format!("{l} is larger than block_device_physical_sector_size {p}"),
+        ));
+    }
     Ok(BlockConfig {
         driver,
         aio,
+        logical_sector_size: logical,
+        physical_sector_size: physical,
         cache_set: bool_or(raw.block_device_cache_set, false),
         cache_direct: bool_or(raw.block_device_cache_direct, false),
         cache_noflush: bool_or(raw.block_device_cache_noflush, false),
         disable_block_device_use: bool_or(raw.disable_block_device_use, false),
         iothreads: bool_or(raw.enable_iothreads, false),
+        indep_iothreads: cx.count(
+            &k("indep_iothreads"),
+            raw.indep_iothreads,
+            0,
+            MAX_INDEP_IOTHREADS,
+        )?,
     })
+}
+
+/// Most independent iothreads (`indep_iothreads`): one per vCPU of the largest guest.
+pub const MAX_INDEP_IOTHREADS: u32 = super::MAX_VCPUS;
+
+/// Smallest and largest disk sector size, bytes (Kata's bounds).
+pub const SECTOR_SIZES: (u32, u32) = (512, 65536);
+
+/// A sector size: 0 or unset for QEMU's default, else a power of two within
+/// [`SECTOR_SIZES`].
+fn sector_size(cx: &Ctx<'_>, key: &str, v: Option<i64>) -> Result<Option<u32>, ConfigError> {
+    let (min, max) = SECTOR_SIZES;
+    match v {
+        None | Some(0) => Ok(None),
+        Some(n) if n >= min as i64 && n <= max as i64 && (n as u32).is_power_of_two() => {
+            Ok(Some(n as u32))
+        }
+        Some(n) => Err(cx.err(
+            &k(key),
+            format!("must be 0 or a power of two from {min} to {max} (got {n})"),
+        )),
+    }
 }
 
 fn vfio(cx: &Ctx<'_>, key: &str, v: &Option<String>) -> Result<VfioPort, ConfigError> {

@@ -233,6 +233,7 @@ pub fn validate(
         disable_selinux: bool_or(raw.disable_selinux, false),
         rootless: bool_or(raw.rootless, false),
         debug: bool_or(raw.enable_debug, false),
+        extra_monitor: sec.extra_monitor,
         disable_nesting_checks: bool_or(raw.disable_nesting_checks, false),
         guest_memory_dump_path: cx
             .opt_path(&k("guest_memory_dump_path"), &raw.guest_memory_dump_path)?,

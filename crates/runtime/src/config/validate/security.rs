@@ -1,6 +1,6 @@
 //! Security keys: `seccompsandbox` (parsed once, here), `qemu_uid`,
-//! `qemu_gid`, `qemu_groups`, `selinux_label`, and the regexes of
-//! `enable_annotations`.
+//! `qemu_gid`, `qemu_groups`, `selinux_label`, the regexes of
+//! `enable_annotations`, and `extra_monitor_socket` (a debug back door).
 
 use super::{Ctx, k};
 use crate::config::ConfigError;
@@ -12,6 +12,7 @@ pub(super) struct Security {
     pub seccomp_sandbox: Option<SeccompSandbox>,
     pub qemu_user: Option<QemuUser>,
     pub selinux_label: Option<String>,
+    pub extra_monitor: Option<ExtraMonitor>,
 }
 
 pub(super) fn check(cx: &Ctx<'_>, raw: &RawQemu) -> Result<Security, ConfigError> {
@@ -37,7 +38,33 @@ pub(super) fn check(cx: &Ctx<'_>, raw: &RawQemu) -> Result<Security, ConfigError
         seccomp_sandbox,
         qemu_user: qemu_user(cx, raw)?,
         selinux_label,
+        extra_monitor: extra_monitor(cx, raw)?,
     })
+}
+
+/// Kata's `extra_monitor_socket`: `hmp`, `qmp` or `qmp-pretty`, only with
+/// `enable_debug` (Kata ignores it without; sandvm refuses it, naming the key).
+fn extra_monitor(cx: &Ctx<'_>, raw: &RawQemu) -> Result<Option<ExtraMonitor>, ConfigError> {
+    let key = k("extra_monitor_socket");
+    let mode = match raw.extra_monitor_socket.as_deref() {
+        None | Some("") => return Ok(None),
+        Some("hmp") => ExtraMonitor::Hmp,
+        Some("qmp") => ExtraMonitor::Qmp,
+        Some("qmp-pretty") => ExtraMonitor::QmpPretty,
+        Some(o) => {
+            return Err(cx.err(
+                &key,
+                format!("unknown monitor {o:?}; expected hmp, qmp or qmp-pretty"),
+            ));
+        }
+    };
+    if raw.enable_debug != Some(true) {
+        return Err(cx.err(
+            &key,
+            "needs enable_debug = true: whoever opens the socket controls QEMU",
+        ));
+    }
+    Ok(Some(mode))
 }
 
 /// sandvm's `qemu_uid`, `qemu_gid` and `qemu_groups`: all or nothing for the

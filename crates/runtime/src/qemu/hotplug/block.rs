@@ -1,4 +1,5 @@
 //! Disks: `blockdev-add` (honouring `block_device_aio` and the cache keys),
+//! with the configured sector sizes (`logical_block_size`, `physical_block_size`),
 //! then `virtio-blk-pci` on a bridge slot, `scsi-hd` on `scsi0.0`, or
 //! `virtio-blk-ccw`; or an image as an `nvdimm` (`memory-backend-file`).
 //! Removal: `device_del`, wait for `DEVICE_DELETED`, then `blockdev-del`
@@ -90,6 +91,15 @@ pub fn plan(
     );
     let mut props = Map::new();
     props.insert("drive".into(), node.clone().into());
+    let sizes = [
+        ("logical_block_size", cfg.block.logical_sector_size),
+        ("physical_block_size", cfg.block.physical_sector_size),
+    ];
+    for (name, size) in sizes {
+        if let Some(n) = size {
+            props.insert(name.into(), n.into());
+        }
+    }
     let scsi = cfg.block.driver == BlockDriver::VirtioScsi && arch.transport != Transport::Mmio;
     let (driver, slot) = if scsi {
         let used: Vec<u64> = hp
@@ -109,6 +119,9 @@ pub fn plan(
         ("scsi-hd", false)
     } else {
         let slot = needs_slot(arch, "a virtio-blk disk")?;
+        if let Some(io) = crate::plan::devices::blk_iothread(cfg) {
+            props.insert("iothread".into(), io.into());
+        }
         let ccw = cfg.block.driver == BlockDriver::VirtioBlkCcw || !slot;
         (
             if ccw {

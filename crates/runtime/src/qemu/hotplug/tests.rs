@@ -35,6 +35,7 @@ fn virtio_blk_on_a_bridge_slot_with_aio_and_cache() {
         "block_device_driver = \"virtio-blk\"\nblock_device_aio = \"threads\"\n\
          block_device_cache_set = true\nblock_device_cache_direct = true",
     );
+    assert_eq!(c.block.driver, BlockDriver::VirtioBlk);
     let p = arch::layout(&c);
     let hp = HotplugState::default();
     let mut plan = block::plan(&c, &p, &hp, String::new(), Path::new("/img/d.raw"), true).unwrap();
@@ -67,8 +68,77 @@ fn virtio_blk_on_a_bridge_slot_with_aio_and_cache() {
 }
 
 #[test]
+fn sector_sizes_go_on_hotplugged_disks() {
+    for driver in ["virtio-blk", "virtio-scsi"] {
+        let c = cfg(&format!(
+            "block_device_driver = \"{driver}\"\nblock_device_logical_sector_size = 4096\n\
+             block_device_physical_sector_size = 4096"
+        ));
+        let p = arch::layout(&c);
+        let plan = block::plan(
+            &c,
+            &p,
+            &HotplugState::default(),
+            "d".into(),
+            Path::new("/x"),
+            false,
+        )
+        .unwrap();
+        let dev = &plan.steps[1].call.arguments;
+        assert_eq!(dev["logical_block_size"], 4096, "{driver}: {dev}");
+        assert_eq!(dev["physical_block_size"], 4096, "{driver}: {dev}");
+    }
+    let plain = cfg("block_device_driver = \"virtio-blk\"");
+    let plan = block::plan(
+        &plain,
+        &arch::layout(&plain),
+        &HotplugState::default(),
+        "d".into(),
+        Path::new("/x"),
+        false,
+    )
+    .unwrap();
+    assert!(
+        plan.steps[1]
+            .call
+            .arguments
+            .get("logical_block_size")
+            .is_none()
+    );
+}
+
+#[test]
+fn hotplugged_virtio_blk_runs_on_the_first_independent_iothread() {
+    let c =
+        cfg("block_device_driver = \"virtio-blk\"\nenable_iothreads = true\nindep_iothreads = 2");
+    let p = arch::layout(&c);
+    let plan = block::plan(
+        &c,
+        &p,
+        &HotplugState::default(),
+        "d".into(),
+        Path::new("/x"),
+        false,
+    )
+    .unwrap();
+    assert_eq!(plan.steps[1].call.arguments["iothread"], "indep_iothread_0");
+    let scsi = cfg("enable_iothreads = true\nindep_iothreads = 2");
+    let plan = block::plan(
+        &scsi,
+        &arch::layout(&scsi),
+        &HotplugState::default(),
+        "d".into(),
+        Path::new("/x"),
+        false,
+    )
+    .unwrap();
+    assert!(plan.steps[1].call.arguments.get("iothread").is_none());
+}
+
+#[test]
 fn scsi_hd_takes_the_first_free_lun_and_no_slot() {
     let c = cfg("block_device_driver = \"virtio-scsi\"");
+    assert_eq!(c.block.driver, BlockDriver::VirtioScsi);
     let p = arch::layout(&c);
     let mut hp = HotplugState::default();
     let mut info = Map::new();
@@ -341,7 +411,6 @@ fn ids_state_and_json_defaults() {
     // Older state files have no hotplug record.
     let empty: HotplugState = serde_json::from_str("{}").unwrap();
     assert_eq!(empty, HotplugState::default());
-    let _ = BlockDriver::VirtioBlk;
 }
 
 #[test]
