@@ -113,6 +113,45 @@ fn stop_after_qemu_was_killed_from_outside() {
 }
 
 #[test]
+fn start_wait_returns_once_the_guest_is_up_or_says_why_not() {
+    let env = Env::new("swait");
+    let cfg = env.config("w.toml", "");
+    let cfg = cfg.to_str().unwrap();
+    env.ok(&["create", "--config", cfg, "--id", "w1"]);
+    let t = json(&env.ok(&["start", "w1", "--wait", "--json"]));
+    assert!(
+        t["guest_ready_ms"].as_f64() > t["qmp_ready_ms"].as_f64(),
+        "{t}"
+    );
+    // Up when the command returned: the ready line is already in the log.
+    let log = std::fs::read_to_string(env.root.join("w1/console.log")).unwrap();
+    assert!(
+        log.contains(READY),
+        "start --wait returned before {READY}:\n{log}"
+    );
+    // A guest that is not up in time: a clear error, and the VM stays.
+    env.ok(&["create", "--config", cfg, "--id", "w2"]);
+    let out = env.sandvm(&["start", "w2", "--wait", "--wait-timeout", "0"]);
+    assert!(!out.status.success(), "a 0 s wait cannot see the guest up");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "w2 not up within 0s",
+        READY,
+        "still running",
+        "sandvm stop w2",
+    ] {
+        assert!(err.contains(want), "{want:?} missing in: {err}");
+    }
+    assert_eq!(
+        json(&env.ok(&["status", "w2", "--json"]))["state"],
+        "running"
+    );
+    env.ok(&["stop", "w1"]);
+    env.ok(&["stop", "w2"]);
+    env.assert_clean();
+}
+
+#[test]
 fn run_prints_a_json_timeline_and_cleans_up() {
     let env = Env::new("run");
     let cfg = env.config("run.toml", "");

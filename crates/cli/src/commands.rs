@@ -114,23 +114,21 @@ pub async fn dispatch(cmd: Cmd, root: StateRoot) -> Result<ExitCode> {
             timeout,
             json,
         } => crate::snapshot::restore(root, &dir, id, config.as_deref(), timeout, json).await,
-        Cmd::Start { id, timeout, json } => {
-            let q = Qemu::attach(root.clone(), &id)
-                .await?
-                .with_supervision(detached_supervisor(&root)?);
-            let r = q.start_vm(Duration::from_secs(timeout)).await?;
-            tracing::info!(
-                spawn_ms = r.spawn_ms,
-                qmp_ready_ms = r.qmp_ready_ms,
-                "started"
-            );
-            if json {
-                let v = json!({
-                    "id": id, "spawn_ms": round(r.spawn_ms), "qmp_ready_ms": round(r.qmp_ready_ms),
-                });
-                println!("{v}");
-            }
-            Ok(ExitCode::SUCCESS)
+        Cmd::Start {
+            id,
+            timeout,
+            json,
+            wait,
+            wait_timeout,
+        } => {
+            start(
+                &root,
+                &id,
+                timeout,
+                json,
+                wait.then(|| Duration::from_secs(wait_timeout)),
+            )
+            .await
         }
         Cmd::Stop { id, force, grace } => stop(&root, &id, force, grace).await,
         Cmd::Pause { id } => {
@@ -164,6 +162,64 @@ pub async fn dispatch(cmd: Cmd, root: StateRoot) -> Result<ExitCode> {
             id,
             timeout,
         } => run(&root, &config, keep, json, id, timeout).await,
+    }
+}
+
+/// `sandvm start`: start the VM (supervised by a detached helper); with
+/// `wait`, return only once the guest is up.
+async fn start(
+    root: &StateRoot,
+    id: &str,
+    timeout: u64,
+    json: bool,
+    wait: Option<Duration>,
+) -> Result<ExitCode> {
+    let q = Qemu::attach(root.clone(), id)
+        .await?
+        .with_supervision(detached_supervisor(root)?);
+    let t0 = Instant::now();
+    let r = q.start_vm(Duration::from_secs(timeout)).await?;
+    tracing::info!(
+        spawn_ms = r.spawn_ms,
+        qmp_ready_ms = r.qmp_ready_ms,
+        "started"
+    );
+    let mut v = json!({
+        "id": id, "spawn_ms": round(r.spawn_ms), "qmp_ready_ms": round(r.qmp_ready_ms),
+    });
+    if let Some(limit) = wait {
+        // The guest's failure to come up is not the start's: the VM stays,
+        // so its console can be read, and the error says how to end it.
+        wait_guest(&q, limit).await.with_context(|| {
+            format!(
+                "guest of sandbox {id} not up within {}s (no {READY_LINE}); \
+                 the sandbox is still running: see `sandvm console {id}`, end it with `sandvm stop {id}`",
+                limit.as_secs()
+            )
+        })?;
+        v["guest_ready_ms"] = json!(round(t0.elapsed().as_secs_f64() * 1e3));
+    }
+    if json {
+        println!("{v}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Wait until the guest of `q` is up: its ready line, or for a template
+/// clone (whose guest printed that line in the template) a shell answer.
+async fn wait_guest(q: &Qemu, timeout: Duration) -> Result<()> {
+    let console = q.get_vm_console()?;
+    if q.record().and_then(|s| s.template) == Some(TemplateRole::Clone) {
+        crate::console::send_expect(
+            &console.socket,
+            Some("echo SANDVM-CLONE-$((40+2))"),
+            Some("SANDVM-CLONE-42"),
+            timeout,
+        )
+        .await
+        .map(drop)
+    } else {
+        crate::console::wait_ready(&console.socket, &console.log, READY_LINE, timeout).await
     }
 }
 
@@ -208,28 +264,7 @@ async fn run(
         Ok(r) => r,
         Err(e) => return Err(e.into()),
     };
-    let console = q.get_vm_console()?;
-    let is_clone = q.record().and_then(|s| s.template) == Some(TemplateRole::Clone);
-    let ready = if is_clone {
-        // A clone resumes a guest that printed its ready line in the template:
-        // prove its shell answers instead.
-        crate::console::send_expect(
-            &console.socket,
-            Some("echo SANDVM-CLONE-$((40+2))"),
-            Some("SANDVM-CLONE-42"),
-            Duration::from_secs(timeout),
-        )
-        .await
-        .map(drop)
-    } else {
-        crate::console::wait_ready(
-            &console.socket,
-            &console.log,
-            READY_LINE,
-            Duration::from_secs(timeout),
-        )
-        .await
-    };
+    let ready = wait_guest(&q, Duration::from_secs(timeout)).await;
     let guest_ready_ms = t0.elapsed().as_secs_f64() * 1e3;
     if let Err(e) = ready {
         let _ = q.stop_with(StopMode::Force).await;

@@ -140,6 +140,13 @@ enum Cmd {
         /// Print the start timeline as one JSON line.
         #[arg(long)]
         json: bool,
+        /// Return only once the guest is up: its ready line (a template
+        /// clone: its shell answers), within `--wait-timeout` seconds.
+        #[arg(long)]
+        wait: bool,
+        /// Seconds `--wait` waits for the guest.
+        #[arg(long, default_value_t = 120, requires = "wait")]
+        wait_timeout: u64,
     },
     /// Stop a sandbox and remove its state.
     Stop {
