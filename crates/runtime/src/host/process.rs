@@ -38,6 +38,44 @@ pub fn alive(pid: i32, ticks: Option<u64>) -> bool {
     }
 }
 
+/// The live (not zombie) members of process group `pgid`, from `/proc`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some(close) = stat.rfind(')') else {
+                return false;
+            };
+            // After the command: state, ppid, pgrp.
+            let f: Vec<&str> = stat[close + 1..].split_whitespace().take(3).collect();
+            f.len() == 3 && f[0] != "Z" && f[2].parse() == Ok(pgid)
+        })
+        .collect()
+}
+
+/// Once the leader of process group `pgid` is gone (QEMU, which runs in
+/// its own session): SIGKILL what is left of the group, helpers it forked
+/// such as an `exec:` migration's `sh -c cat`, and wait up to `grace` for
+/// each. Nothing is done while the leader lives. A group id stays reserved
+/// while any member lives, so no unrelated process can be in that group.
+pub async fn end_orphaned_group(pgid: i32, grace: Duration) {
+    if alive(pgid, None) {
+        return;
+    }
+    let left = group_members(pgid);
+    for &pid in &left {
+        signal(pid, Signal::SIGKILL);
+    }
+    for pid in left {
+        wait_exit(pid, grace).await;
+    }
+}
+
 /// Open a pidfd for `pid`. `None` if the process is gone.
 fn pidfd_open(pid: i32) -> Option<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1;
@@ -144,6 +182,39 @@ pub async fn terminate(pid: i32, grace: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A leader in its own group leaves a helper behind when it dies; the
+    /// helper is ended only once the leader is gone.
+    #[tokio::test]
+    async fn an_orphaned_group_is_ended_after_its_leader() {
+        let mut leader = tokio::process::Command::new("sh")
+            .args(["-c", "sleep 300 & read x"])
+            .stdin(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = leader.id().unwrap() as i32;
+        let helper = || group_members(pgid).into_iter().find(|&p| p != pgid);
+        let mut found = None;
+        for _ in 0..200 {
+            found = helper();
+            if found.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let sleeper = found.expect("the leader's helper in its group");
+        end_orphaned_group(pgid, Duration::from_secs(1)).await;
+        assert!(
+            alive(sleeper, None),
+            "nothing is ended while the leader lives"
+        );
+        drop(leader.stdin.take());
+        leader.wait().await.unwrap();
+        end_orphaned_group(pgid, Duration::from_secs(5)).await;
+        assert!(!alive(sleeper, None), "the orphaned helper was ended");
+        assert!(group_members(pgid).is_empty());
+    }
 
     #[tokio::test]
     async fn waits_for_exit_on_a_pidfd_and_kills() {

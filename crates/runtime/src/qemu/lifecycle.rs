@@ -298,6 +298,11 @@ impl Core {
         };
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         self.qmp = None;
+        if let Some(pid) = self.state.as_ref().and_then(|s| s.pid) {
+            // QEMU's helpers (an `exec:` migration's `sh -c cat` when QEMU
+            // died in mid-save) outlive it for as long as they drain.
+            process::end_orphaned_group(pid, TERM_GRACE).await;
+        }
         self.stop_fs_daemon().await;
         self.stop_vsock_daemon().await;
         self.stop_tpm().await;
