@@ -85,10 +85,7 @@ fn is_pci(d: &Device) -> bool {
 
 async fn accepts(case: Case) {
     let env = Env::new(&format!("acc-{}", case.tag));
-    let dir = env.root.join("sb");
-    std::fs::create_dir_all(&dir).unwrap();
-    let kernel = env.root.join("unused-kernel");
-    std::fs::write(&kernel, b"not booted: QEMU stays paused").unwrap();
+    let (dir, kernel) = paused_scratch(&env);
     // The root image off nvdimm: a read-only disk that root= must name.
     let image = env.root.join("root.img");
     std::fs::File::create(&image)
@@ -119,14 +116,7 @@ async fn accepts(case: Case) {
     assert_eq!(cfg.guest_arch, case.arch);
     assert_eq!(cfg.qemu_path, bin);
 
-    let mut config = runtime::tools::plan(
-        &cfg,
-        "acc",
-        "8b2f5a3e-0c1d-4e6f-9a7b-1c2d3e4f5a6b",
-        &dir,
-        Accel::Tcg,
-    )
-    .unwrap();
+    let mut config = plan_tcg(&cfg, &dir);
     qmp_on_fd3(&mut config);
     let append = config
         .kernel

@@ -7,7 +7,6 @@ mod qemu_support;
 
 use qemu_config::{Drive, QmpSocket, ScsiHd, VirtioBlk};
 use qemu_support::*;
-use runtime::config::Accel;
 use runtime::tools::files;
 use sandvm_tests::*;
 use serde_json::json;
@@ -21,10 +20,7 @@ use serde_json::json;
 #[tokio::test(flavor = "current_thread")]
 async fn disk_sector_sizes_and_iothreads_reach_qemu() {
     let env = Env::new("acc-sectors");
-    let dir = env.root.join("sb");
-    std::fs::create_dir_all(&dir).unwrap();
-    let kernel = env.root.join("unused-kernel");
-    std::fs::write(&kernel, b"not booted: QEMU stays paused").unwrap();
+    let (dir, kernel) = paused_scratch(&env);
     let bin = qemu("qemu-system-x86_64");
     let toml = format!(
         "[hypervisor.qemu]\npath = \"{}\"\nkernel = \"{}\"\nmachine_type = \"q35\"\n\
@@ -41,14 +37,7 @@ async fn disk_sector_sizes_and_iothreads_reach_qemu() {
         cfg.block.physical_sector_size,
     );
     assert_eq!((logical, physical), (Some(512), Some(4096)));
-    let mut config = runtime::tools::plan(
-        &cfg,
-        "acc",
-        "8b2f5a3e-0c1d-4e6f-9a7b-1c2d3e4f5a6b",
-        &dir,
-        Accel::Tcg,
-    )
-    .unwrap();
+    let mut config = plan_tcg(&cfg, &dir);
     qmp_on_fd3(&mut config);
     config.kernel = None;
     config.knobs.stopped = true;
@@ -117,10 +106,7 @@ async fn disk_sector_sizes_and_iothreads_reach_qemu() {
 #[tokio::test(flavor = "current_thread")]
 async fn the_extra_monitor_socket_answers_qmp() {
     let env = Env::new("acc-extra-mon");
-    let dir = env.root.join("sb");
-    std::fs::create_dir_all(&dir).unwrap();
-    let kernel = env.root.join("unused-kernel");
-    std::fs::write(&kernel, b"not booted: QEMU stays paused").unwrap();
+    let (dir, kernel) = paused_scratch(&env);
     let bin = qemu("qemu-system-x86_64");
     let toml = format!(
         "[hypervisor.qemu]\npath = \"{}\"\nkernel = \"{}\"\nmachine_type = \"q35\"\n\
@@ -130,14 +116,7 @@ async fn the_extra_monitor_socket_answers_qmp() {
         kernel.display(),
     );
     let cfg = hypervisor_config(&env.root, &toml);
-    let mut config = runtime::tools::plan(
-        &cfg,
-        "acc",
-        "8b2f5a3e-0c1d-4e6f-9a7b-1c2d3e4f5a6b",
-        &dir,
-        Accel::Tcg,
-    )
-    .unwrap();
+    let mut config = plan_tcg(&cfg, &dir);
     let extra = config.qmp.pop().expect("the extra monitor");
     let path = dir.join(files::EXTRA_MONITOR);
     assert_eq!(

@@ -8,7 +8,8 @@ use nix::errno::Errno;
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 use qemu_config::{Config, QmpMonitor, QmpSocket};
-use runtime::config::{GuestArch, HostInfo, HypervisorConfig};
+use runtime::config::{Accel, GuestArch, HostInfo, HypervisorConfig};
+use sandvm_tests::Env;
 use std::collections::BTreeSet;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixListener;
@@ -170,6 +171,28 @@ pub fn hypervisor_config(dir: &Path, toml: &str) -> HypervisorConfig {
     runtime::config::parse_str(&dir.join("x.toml"), toml, &host)
         .unwrap_or_else(|e| panic!("config rejected: {e}\n{toml}"))
         .config
+}
+
+/// A sandbox folder and a kernel file that is never booted (QEMU is started
+/// paused) under `env`'s root: `(folder, kernel)`.
+pub fn paused_scratch(env: &Env) -> (PathBuf, PathBuf) {
+    let dir = env.root.join("sb");
+    std::fs::create_dir_all(&dir).unwrap();
+    let kernel = env.root.join("unused-kernel");
+    std::fs::write(&kernel, b"not booted: QEMU stays paused").unwrap();
+    (dir, kernel)
+}
+
+/// The runtime's plan of `cfg` for a sandbox `acc` in `dir`, under TCG.
+pub fn plan_tcg(cfg: &HypervisorConfig, dir: &Path) -> Config {
+    runtime::tools::plan(
+        cfg,
+        "acc",
+        "8b2f5a3e-0c1d-4e6f-9a7b-1c2d3e4f5a6b",
+        dir,
+        Accel::Tcg,
+    )
+    .unwrap()
 }
 
 /// The QMP monitors on the pre-bound fds, as the runtime renders them: the
