@@ -65,9 +65,9 @@ step_done() { echo "setup: $1 done in $(($(date +%s) - STEP_T0)) s"; }
 
 # ------------------------------------------------------------------ apt
 BACKPORTS=/etc/apt/sources.list.d/bookworm-backports.sources
-# apt-base: build sandvm (the selinux crate: libselinux, libclang), build the
+# apt-base: build tools (libclang and clang for -sys crates' bindgen, pkg-config), build the
 # guest (cpio, e2fsprogs, busybox, kmod), build virtiofsd (libseccomp, libcap-ng).
-PKGS_BASE="libselinux1-dev libclang-dev clang pkg-config cpio e2fsprogs busybox-static kmod procps libseccomp-dev libcap-ng-dev"
+PKGS_BASE="libclang-dev clang pkg-config cpio e2fsprogs busybox-static kmod procps libseccomp-dev libcap-ng-dev"
 QEMU_BASE="qemu-system-x86 qemu-utils"
 QEMU_BASE_BINS="qemu-system-x86_64"
 # apt-extra: the tests' TPM, UEFI, tap and netns tools, nydusd's build (cmake), the

@@ -1,14 +1,25 @@
 //! SELinux: the exec label QEMU starts under.
 //!
 //! When the host has SELinux enabled and `disable_selinux` is false, the
-//! label from `selinux_label` is set for the next exec of this thread
-//! (`setexeccon`) just before QEMU is spawned, and the previous one is put
-//! back right after ([`ExecLabel`] restores on drop). When the host has
-//! SELinux disabled, that is logged and QEMU starts unlabelled.
+//! label from `selinux_label` is set for the next exec of this thread just
+//! before QEMU is spawned, and the previous one is put back right after
+//! ([`ExecLabel`] restores on drop). When the host has SELinux disabled, that
+//! is logged and QEMU starts unlabelled.
+//!
+//! This speaks to the kernel directly, as libselinux's `setexeccon` does:
+//! the label is written to `/proc/thread-self/attr/exec`, and SELinux is on
+//! when its filesystem is mounted. Not linking libselinux (and its libpcre2)
+//! spares every short-lived `sandvm` command their loading and constructor
+//! (which reads `/proc/filesystems` at each exec).
 
 use super::SecurityError;
-use std::ffi::CString;
+use std::io::{Read, Write};
 use tracing::{info, warn};
+
+/// The calling thread's label for its next exec.
+const EXEC_ATTR: &str = "/proc/thread-self/attr/exec";
+/// Present when selinuxfs is mounted, i.e. SELinux is enabled.
+const SELINUXFS_ENFORCE: &str = "/sys/fs/selinux/enforce";
 
 /// What to do about the exec label.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,18 +44,40 @@ pub fn decide(host_enabled: bool, disable_selinux: bool, label: Option<&str>) ->
     }
 }
 
-/// Whether the running kernel has SELinux enabled.
+/// Whether the running kernel has SELinux enabled (selinuxfs mounted).
 pub fn host_enabled() -> bool {
-    !matches!(
-        ::selinux::kernel_support(),
-        ::selinux::KernelSupport::Unsupported
-    )
+    std::path::Path::new(SELINUXFS_ENFORCE).exists()
+}
+
+/// The thread's exec label: `None` for the default (nothing set).
+fn exec_label() -> std::io::Result<Option<Vec<u8>>> {
+    let mut v = Vec::new();
+    std::fs::File::open(EXEC_ATTR)?.read_to_end(&mut v)?;
+    while v.last().is_some_and(|&b| b == 0 || b == b'\n') {
+        v.pop();
+    }
+    Ok((!v.is_empty()).then_some(v))
+}
+
+/// Set the thread's exec label; `None` (an empty write) restores the default.
+fn set_exec_label(label: Option<&[u8]>) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).open(EXEC_ATTR)?;
+    match label {
+        Some(l) => {
+            let mut buf = l.to_vec();
+            buf.push(0);
+            f.write_all(&buf)
+        }
+        // One write of zero bytes, as libselinux does: `write_all(&[])`
+        // would issue no write at all.
+        None => f.write(&[]).map(drop),
+    }
 }
 
 /// An exec label set on this thread; dropping it restores the previous one.
 #[derive(Debug)]
 pub struct ExecLabel {
-    previous: Option<CString>,
+    previous: Option<Vec<u8>>,
     active: bool,
 }
 
@@ -65,13 +98,12 @@ impl ExecLabel {
             label: label.clone(),
             reason,
         };
-        let previous = ::selinux::SecurityContext::of_next_exec(false)
-            .map_err(|e| err(e.to_string()))?
-            .and_then(|c| c.to_c_string().ok().flatten().map(|c| c.into_owned()));
-        let c = CString::new(label.as_str()).map_err(|e| err(e.to_string()))?;
-        ::selinux::SecurityContext::from_c_str(&c, false)
-            .set_for_next_exec()
-            .map_err(|e| err(e.to_string()))?;
+        if label.as_bytes().contains(&0) {
+            return Err(err("it contains a NUL byte".into()));
+        }
+        let previous = exec_label().map_err(|e| err(format!("read {EXEC_ATTR}: {e}")))?;
+        set_exec_label(Some(label.as_bytes()))
+            .map_err(|e| err(format!("write {EXEC_ATTR}: {e}")))?;
         Ok(ExecLabel {
             previous,
             active: true,
@@ -84,11 +116,7 @@ impl Drop for ExecLabel {
         if !self.active {
             return;
         }
-        let r = match &self.previous {
-            Some(p) => ::selinux::SecurityContext::from_c_str(p, false).set_for_next_exec(),
-            None => ::selinux::SecurityContext::set_default_context_for_next_exec(),
-        };
-        if let Err(e) = r {
+        if let Err(e) = set_exec_label(self.previous.as_deref()) {
             warn!(error = %e, "cannot restore the SELinux exec label");
         }
     }
