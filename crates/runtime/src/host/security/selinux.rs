@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn skipping_touches_nothing() {
-        // This host has SELinux disabled; a skip must not call into libselinux.
+        // This host has SELinux disabled; a skip must not touch the exec label.
         let g = ExecLabel::apply(&Decision::Skip("test")).unwrap();
         assert!(!g.active);
         drop(g);
