@@ -399,7 +399,8 @@ pub struct MemoryReport {
 pub enum ExitReason {
     /// The guest powered itself off.
     GuestPoweredOff,
-    /// The guest rebooted, which ends QEMU under `-no-reboot`.
+    /// The guest rebooted, which ends QEMU under `-no-reboot` (the default;
+    /// with `allow_reboot` QEMU restarts the guest and the VM does not end).
     GuestReset,
     /// The guest panicked (pvpanic); `dump` is the memory dump, when one was written.
     GuestPanicked {
@@ -436,7 +437,7 @@ impl fmt::Display for VmExit {
         match &self.reason {
             ExitReason::GuestPoweredOff => f.write_str("the guest powered off")?,
             ExitReason::GuestReset => {
-                f.write_str("the guest rebooted (QEMU runs with -no-reboot)")?
+                f.write_str("the guest rebooted (QEMU runs with -no-reboot; allow_reboot = true restarts it instead)")?
             }
             ExitReason::GuestPanicked { dump: Some(d) } => {
                 write!(f, "the guest panicked; memory dump in {}", d.display())?

@@ -235,6 +235,19 @@ fn args_of(c: &HypervisorConfig) -> String {
 }
 
 #[test]
+fn a_guest_reboot_ends_the_vm_unless_allow_reboot() {
+    let reboots = |extra: &str| {
+        !built(&cfg(extra))
+            .to_args()
+            .iter()
+            .any(|a| a == "-no-reboot")
+    };
+    assert!(!reboots(""), "-no-reboot is the default");
+    assert!(!reboots("allow_reboot = false"));
+    assert!(reboots("allow_reboot = true"));
+}
+
+#[test]
 fn the_agent_channel_is_a_virtio_serial_port_by_default() {
     let a = args_of(&cfg(""));
     assert!(
