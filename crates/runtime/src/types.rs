@@ -223,6 +223,10 @@ pub enum DeviceSpec {
         path: PathBuf,
         /// Read-only.
         readonly: bool,
+        /// Disposable: the guest's writes go to a throwaway overlay and never
+        /// reach the image (`snapshot=on,cache=unsafe`). Cold plug only: a
+        /// hotplug of a disposable disk is refused.
+        disposable: bool,
     },
     /// A tap device.
     Net {
