@@ -89,6 +89,7 @@ async fn a_wait_a_hotplug_and_a_check_share_one_sandbox_then_a_kill_is_reported(
                 id: "d1".into(),
                 path: disk,
                 readonly: true,
+                disposable: false,
             })
             .await
         }
@@ -230,6 +231,7 @@ async fn a_cold_plugged_disk_and_nic_are_there_at_boot() {
             id: "cold0".into(),
             path: disk,
             readonly: true,
+            disposable: false,
         })
         .await
         .unwrap();
@@ -265,6 +267,7 @@ async fn a_cold_plugged_disk_and_nic_are_there_at_boot() {
             id: "late".into(),
             path: env.root.join("cold.img"),
             readonly: true,
+            disposable: false,
         })
         .await,
         Err(HypervisorError::WrongState { .. })

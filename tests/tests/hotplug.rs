@@ -282,6 +282,7 @@ async fn virtio_blk_reattach_and_rollback() {
             id: "disk1".into(),
             path: img.clone(),
             readonly: true,
+            disposable: false,
         })
         .await
         .unwrap();
@@ -324,6 +325,7 @@ async fn virtio_blk_reattach_and_rollback() {
                 id: format!("f{i}"),
                 path: img.clone(),
                 readonly: true,
+                disposable: false,
             })
             .await
             .unwrap();
@@ -493,4 +495,68 @@ fn nic_on_a_tap_in_a_test_namespace() {
     env.ok(&["stop", "n1"]);
     drop(net);
     env.assert_clean();
+}
+
+fn sha256(p: &Path) -> String {
+    let out = Command::new("sha256sum").arg(p).output().unwrap();
+    assert!(out.status.success(), "sha256sum {}", p.display());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// `create --disk PATH:disposable`: the guest writes to the disk and reads its
+/// write back, the image file never changes, nothing is left behind; a
+/// disposable hotplug is refused by name.
+#[test]
+fn a_disposable_disk_takes_writes_that_never_reach_the_image() {
+    let env = Env::new("scratch");
+    let cfg = env.config("d.toml", "");
+    let img = image(&env, "scratch.img", "SANDVM-ORIGINAL-DATA");
+    let before = sha256(&img);
+    let disk = format!("{}:disposable", img.display());
+    let cfg = cfg.to_str().unwrap();
+    env.ok(&["create", "--config", cfg, "--id", "d1", "--disk", &disk]);
+    env.ok(&["start", "d1"]);
+    env.wait_ready("d1");
+    let argv = std::fs::read(format!("/proc/{}/cmdline", env.qemu_pid("d1"))).unwrap();
+    let argv = String::from_utf8_lossy(&argv).replace('\0', " ");
+    assert!(argv.contains("cache=unsafe,snapshot=on"), "{argv}");
+    let read = "dd if=/dev/sda bs=1 skip=4096 count=20 2>/dev/null";
+    // The default block_device_driver is virtio-scsi: the disk is sda.
+    assert_eq!(
+        guest_when(&env, "d1", "[ -b /dev/sda ]", read),
+        "SANDVM-ORIGINAL-DATA"
+    );
+    let write = "printf SANDVM-SCRATCH-WRITE | dd of=/dev/sda bs=1 seek=4096 conv=notrunc 2>/dev/null; sync; echo 3 > /proc/sys/vm/drop_caches";
+    assert_eq!(
+        env.guest("d1", &format!("{write}; {read}")),
+        "SANDVM-SCRATCH-WRITE"
+    );
+    assert_eq!(
+        sha256(&img),
+        before,
+        "a write reached the image while running"
+    );
+    // Hotplug has no snapshot=on: refused, naming the option.
+    let err = fail(
+        &env,
+        &[
+            "hotplug",
+            "d1",
+            "block",
+            img.to_str().unwrap(),
+            "--disposable",
+        ],
+    );
+    assert!(err.contains("as a disposable disk"), "{err}");
+    env.ok(&["stop", "d1"]);
+    assert_eq!(sha256(&img), before, "the image changed");
+    std::fs::remove_file(&img).unwrap();
+    std::fs::remove_file(env.root.join("d.toml")).unwrap();
+    env.assert_clean();
+    let left: Vec<_> = std::fs::read_dir(&env.root).unwrap().flatten().collect();
+    assert!(left.is_empty(), "left in the state root: {left:?}");
 }

@@ -270,3 +270,57 @@ fn two_processes_on_one_id_one_wins() {
     env.ok(&["stop", "same"]);
     env.assert_clean();
 }
+
+/// How many times sandbox `id`'s guest has printed its ready line.
+fn ready_lines(env: &Env, id: &str) -> usize {
+    std::fs::read_to_string(env.root.join(id).join("console.log"))
+        .unwrap_or_default()
+        .matches(READY)
+        .count()
+}
+
+#[test]
+fn allow_reboot_restarts_the_guest_in_the_same_qemu() {
+    let env = Env::new("reboot");
+    let cfg = env.config("r.toml", "allow_reboot = true");
+    env.boot(&cfg, "r1");
+    let pid = env.qemu_pid("r1");
+    // The console may close or stay silent while the guest goes down.
+    let _ = env.sandvm(&["console", "r1", "--send", "reboot -f"]);
+    let twice = eventually(Duration::from_secs(180), || ready_lines(&env, "r1") >= 2);
+    assert!(
+        twice,
+        "the guest did not come up again:\n{}",
+        std::fs::read_to_string(env.root.join("r1/console.log")).unwrap_or_default()
+    );
+    let st = json(&env.ok(&["status", "r1", "--json"]));
+    assert_eq!(st["state"], "running", "{st}");
+    assert_eq!(st["pid"].as_i64(), Some(pid as i64), "the same QEMU: {st}");
+    assert!(process_alive(pid));
+    // The restarted guest answers.
+    assert_eq!(env.guest("r1", "echo $((6*7))"), "42");
+    env.ok(&["stop", "r1"]);
+    env.assert_clean();
+}
+
+#[test]
+fn without_allow_reboot_a_guest_reboot_ends_the_vm() {
+    let env = Env::new("noreboot");
+    let cfg = env.config("n.toml", "");
+    env.boot(&cfg, "n1");
+    let pid = env.qemu_pid("n1");
+    let _ = env.sandvm(&["console", "n1", "--send", "reboot -f"]);
+    assert!(
+        eventually(Duration::from_secs(60), || !process_alive(pid)),
+        "QEMU still runs after the guest rebooted"
+    );
+    let stopped = eventually(Duration::from_secs(30), || {
+        json(&env.ok(&["status", "n1", "--json"]))["exit"]["reason"] == "guest-reset"
+    });
+    let st = json(&env.ok(&["status", "n1", "--json"]));
+    assert!(stopped, "{st}");
+    assert_eq!(st["state"], "stopped", "{st}");
+    assert_eq!(ready_lines(&env, "n1"), 1);
+    env.ok(&["stop", "n1"]);
+    env.assert_clean();
+}

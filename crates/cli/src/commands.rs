@@ -361,14 +361,12 @@ async fn create(
     let q = Qemu::new(root, cfg).with_supervision(Supervision::None);
     q.create_vm(&id, opts).await?;
     for d in disks {
-        let (path, readonly) = match d.strip_suffix(":ro") {
-            Some(p) => (p, true),
-            None => (d.as_str(), false),
-        };
+        let (path, readonly, disposable) = disk_option(d);
         let dev = DeviceSpec::Block {
             id: String::new(),
             path: std::path::absolute(path)?,
             readonly,
+            disposable,
         };
         if let Err(e) = q.add_device(dev).await {
             let _ = q.cleanup().await;
@@ -377,6 +375,18 @@ async fn create(
     }
     println!("{id}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A `--disk` value: `PATH`, `PATH:ro` or `PATH:disposable`, as
+/// (path, read-only, disposable).
+fn disk_option(d: &str) -> (&str, bool, bool) {
+    if let Some(p) = d.strip_suffix(":ro") {
+        (p, true, false)
+    } else if let Some(p) = d.strip_suffix(":disposable") {
+        (p, false, true)
+    } else {
+        (d, false, false)
+    }
 }
 
 /// `sandvm wait`: until the VM ends; prints why.
@@ -402,6 +412,13 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("QMP blockdev-add: {0}")]
     struct Step(#[source] std::io::Error);
+
+    #[test]
+    fn disk_options_are_read_only_or_disposable() {
+        assert_eq!(disk_option("/a.img"), ("/a.img", false, false));
+        assert_eq!(disk_option("/a.img:ro"), ("/a.img", true, false));
+        assert_eq!(disk_option("/a.img:disposable"), ("/a.img", false, true));
+    }
 
     #[test]
     fn error_text_says_each_cause_once() {

@@ -90,6 +90,10 @@ pub enum Plug {
         /// Read-only.
         #[arg(long)]
         readonly: bool,
+        /// Disposable (writes thrown away): refused on hotplug, where
+        /// blockdev-add has no snapshot=on; use `create --disk PATH:disposable`.
+        #[arg(long)]
+        disposable: bool,
     },
     /// A NIC on a tap device (opened by name; created if missing).
     Net {
@@ -153,10 +157,12 @@ pub async fn run(cmd: HotplugCmd, root: StateRoot) -> Result<ExitCode> {
                     path,
                     dev,
                     readonly,
+                    disposable,
                 } => DeviceSpec::Block {
                     id: dev.unwrap_or_default(),
                     path: std::path::absolute(&path).unwrap_or(path),
                     readonly,
+                    disposable,
                 },
                 Plug::Net { tap, dev, mac } => DeviceSpec::Net {
                     id: dev.unwrap_or_default(),

@@ -77,8 +77,10 @@ enum Cmd {
         /// (applied only when enable_annotations allows KEY); repeatable.
         #[arg(long = "annotation", value_name = "NAME=VALUE")]
         annotations: Vec<String>,
-        /// Cold-plug a disk the guest sees at boot (`PATH` or `PATH:ro`); repeatable.
-        #[arg(long = "disk", value_name = "PATH[:ro]")]
+        /// Cold-plug a disk the guest sees at boot (`PATH`, `PATH:ro`, or
+        /// `PATH:disposable`: writes go to a throwaway overlay, never to the
+        /// image); repeatable.
+        #[arg(long = "disk", value_name = "PATH[:ro|:disposable]")]
         disks: Vec<String>,
         /// Cold-plug a NIC on this tap the guest sees at boot (`TAP` or `TAP=MAC`); repeatable.
         #[arg(long = "tap", value_name = "TAP[=MAC]")]

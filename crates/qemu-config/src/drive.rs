@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::escape::OptList;
 
-/// `-drive if=none,id=…,file=…,format=raw,aio=…,cache.direct=…,cache.no-flush=…,readonly=…`.
+/// `-drive if=none,id=…,file=…,format=raw,aio=…,cache=…,cache.direct=…,cache.no-flush=…,snapshot=on,readonly=…`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Drive {
     /// Drive id (what a device's `drive=` names).
@@ -15,10 +15,18 @@ pub struct Drive {
     pub format: String,
     /// `aio=threads|native|io_uring`.
     pub aio: Option<String>,
+    /// `cache=writeback|none|writethrough|directsync|unsafe`: the legacy
+    /// shorthand for the `cache.*` flags, so never with them.
+    #[serde(default)]
+    pub cache: Option<String>,
     /// `cache.direct=on|off` (O_DIRECT).
     pub cache_direct: Option<bool>,
     /// `cache.no-flush=on|off`.
     pub cache_no_flush: Option<bool>,
+    /// `snapshot=on` when true: writes go to a temporary overlay QEMU
+    /// creates (and unlinks at once), never to `file`.
+    #[serde(default)]
+    pub snapshot: bool,
     /// `readonly=on` when true.
     pub readonly: bool,
     /// `if=none` (a backend for a `-device`); false leaves the machine's default interface.
@@ -33,8 +41,10 @@ impl Drive {
             file: file.into(),
             format: "raw".into(),
             aio: None,
+            cache: None,
             cache_direct: None,
             cache_no_flush: None,
+            snapshot: false,
             readonly: false,
             if_none: true,
         }
@@ -51,8 +61,10 @@ impl Drive {
             .kv("file", &self.file)
             .kv("format", &self.format)
             .opt("aio", self.aio.as_deref())
+            .opt("cache", self.cache.as_deref())
             .opt_flag("cache.direct", self.cache_direct)
             .opt_flag("cache.no-flush", self.cache_no_flush)
+            .on_if("snapshot", self.snapshot)
             .on_if("readonly", self.readonly)
             .finish()
     }
@@ -79,5 +91,18 @@ mod tests {
         );
         d.if_none = false;
         assert!(d.render().starts_with("id=drive0,"));
+    }
+
+    #[test]
+    fn a_disposable_drive_is_a_snapshot_with_unsafe_cache() {
+        let d = Drive {
+            snapshot: true,
+            cache: Some("unsafe".into()),
+            ..Drive::raw("drive0", "/img/a.img")
+        };
+        assert_eq!(
+            d.render(),
+            "if=none,id=drive0,file=/img/a.img,format=raw,cache=unsafe,snapshot=on"
+        );
     }
 }

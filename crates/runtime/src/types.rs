@@ -223,6 +223,10 @@ pub enum DeviceSpec {
         path: PathBuf,
         /// Read-only.
         readonly: bool,
+        /// Disposable: the guest's writes go to a throwaway overlay and never
+        /// reach the image (`snapshot=on,cache=unsafe`). Cold plug only: a
+        /// hotplug of a disposable disk is refused.
+        disposable: bool,
     },
     /// A tap device.
     Net {
@@ -399,7 +403,8 @@ pub struct MemoryReport {
 pub enum ExitReason {
     /// The guest powered itself off.
     GuestPoweredOff,
-    /// The guest rebooted, which ends QEMU under `-no-reboot`.
+    /// The guest rebooted, which ends QEMU under `-no-reboot` (the default;
+    /// with `allow_reboot` QEMU restarts the guest and the VM does not end).
     GuestReset,
     /// The guest panicked (pvpanic); `dump` is the memory dump, when one was written.
     GuestPanicked {
@@ -436,7 +441,7 @@ impl fmt::Display for VmExit {
         match &self.reason {
             ExitReason::GuestPoweredOff => f.write_str("the guest powered off")?,
             ExitReason::GuestReset => {
-                f.write_str("the guest rebooted (QEMU runs with -no-reboot)")?
+                f.write_str("the guest rebooted (QEMU runs with -no-reboot; allow_reboot = true restarts it instead)")?
             }
             ExitReason::GuestPanicked { dump: Some(d) } => {
                 write!(f, "the guest panicked; memory dump in {}", d.display())?

@@ -237,6 +237,25 @@ pub(super) fn check_drives(c: &Config) -> Result<(), E> {
                 "must be threads, native or io_uring",
             ));
         }
+        if let Some(cache) = &d.cache {
+            if !matches!(
+                cache.as_str(),
+                "writeback" | "none" | "writethrough" | "directsync" | "unsafe"
+            ) {
+                return Err(invalid(
+                    "drive cache",
+                    cache,
+                    "must be writeback, none, writethrough, directsync or unsafe",
+                ));
+            }
+            if d.cache_direct.is_some() || d.cache_no_flush.is_some() {
+                return Err(invalid(
+                    "drive cache",
+                    cache,
+                    "cannot go with cache.direct or cache.no-flush",
+                ));
+            }
+        }
     }
     Ok(())
 }

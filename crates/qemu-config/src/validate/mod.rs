@@ -730,6 +730,25 @@ mod tests {
             ),
             (
                 Box::new(|c| {
+                    c.drives.push(Drive {
+                        cache: Some(s("fast")),
+                        ..Drive::raw("d", "/i")
+                    });
+                }),
+                "drive cache",
+            ),
+            (
+                Box::new(|c| {
+                    c.drives.push(Drive {
+                        cache: Some(s("unsafe")),
+                        cache_direct: Some(true),
+                        ..Drive::raw("d", "/i")
+                    });
+                }),
+                "drive cache",
+            ),
+            (
+                Box::new(|c| {
                     c.devices.push(
                         VhostVsock {
                             id: s("v"),

@@ -93,6 +93,7 @@ pub const QEMU_KEYS: &[&str] = &[
     "port_map",
     "enable_tpm",
     "swtpm_path",
+    "allow_reboot",
     "agent_channel",
     "agent_port",
     "vsock_daemon",

@@ -158,6 +158,9 @@ pub struct RawQemu {
     pub enable_tpm: Option<bool>,
     /// sandvm: the swtpm binary (default `/usr/bin/swtpm`).
     pub swtpm_path: Option<String>,
+    /// sandvm: a guest reboot restarts the guest in the same QEMU (default
+    /// false: QEMU runs with `-no-reboot` and a guest reboot ends the VM).
+    pub allow_reboot: Option<bool>,
     /// sandvm: the agent channel (`virtio-serial`, `hybrid-vsock`, `vsock`, `none`).
     pub agent_channel: Option<String>,
     /// sandvm: the guest's vsock port of the agent.

@@ -323,6 +323,11 @@ pub struct HypervisorConfig {
     pub guest_memory_dump_paging: bool,
     /// Legacy serial console.
     pub use_legacy_serial: bool,
+    /// sandvm's `allow_reboot`: a guest reboot restarts the guest in the same
+    /// QEMU; when false (the default), QEMU runs with `-no-reboot` and a guest
+    /// reboot ends the VM ([`crate::ExitReason::GuestReset`]).
+    #[serde(default)]
+    pub allow_reboot: bool,
     /// Accelerator policy.
     pub accelerator: Accelerator,
     /// Guest architecture.

@@ -31,6 +31,10 @@ pub enum ColdSpec {
         path: PathBuf,
         /// Read-only.
         readonly: bool,
+        /// Disposable: `snapshot=on,cache=unsafe` (writes go to a temporary
+        /// overlay QEMU creates and unlinks at once; the image never changes).
+        #[serde(default)]
+        disposable: bool,
     },
     /// A NIC on a tap.
     Net {
@@ -133,8 +137,17 @@ pub fn add(qc: &mut Config, inp: &PlanInput<'_>) {
         let bus = d.slot.as_ref().map(|s| s.bridge.clone());
         let addr = d.slot.as_ref().map(SlotAddr::addr);
         match &d.spec {
-            ColdSpec::Block { path, readonly } => {
-                block(qc, inp.cfg, d, t, path, *readonly, bus, addr);
+            ColdSpec::Block {
+                path,
+                readonly,
+                disposable,
+            } => {
+                let disk = Disk {
+                    path,
+                    readonly: *readonly,
+                    disposable: *disposable,
+                };
+                block(qc, inp.cfg, d, t, &disk, bus, addr);
             }
             ColdSpec::Net { mac, vhost, .. } => {
                 qc.netdevs.push(Netdev::Tap {
@@ -185,25 +198,42 @@ pub fn add(qc: &mut Config, inp: &PlanInput<'_>) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The backing of a cold-plugged disk.
+struct Disk<'a> {
+    path: &'a std::path::Path,
+    readonly: bool,
+    disposable: bool,
+}
+
+/// The `-drive` of a cold-plugged disk. A disposable one is
+/// `snapshot=on,cache=unsafe` (Monogon's scratch disks): its writes never
+/// reach the image, and nothing flushes them, so the `block_device_cache_*`
+/// keys do not apply to it.
+fn drive(cfg: &HypervisorConfig, id: String, disk: &Disk<'_>) -> Drive {
+    let mut dr = Drive::raw(id, disk.path.display().to_string());
+    dr.readonly = disk.readonly;
+    dr.aio = Some(cfg.block.aio.clone());
+    if disk.disposable {
+        dr.snapshot = true;
+        dr.cache = Some("unsafe".into());
+    } else if cfg.block.cache_set {
+        dr.cache_direct = Some(cfg.block.cache_direct);
+        dr.cache_no_flush = Some(cfg.block.cache_noflush);
+    }
+    dr
+}
+
 fn block(
     qc: &mut Config,
     cfg: &HypervisorConfig,
     d: &ColdDevice,
     t: Transport,
-    path: &std::path::Path,
-    readonly: bool,
+    disk: &Disk<'_>,
     bus: Option<String>,
     addr: Option<String>,
 ) {
     let drive = drive_id(&d.id);
-    let mut dr = Drive::raw(drive.clone(), path.display().to_string());
-    dr.readonly = readonly;
-    dr.aio = Some(cfg.block.aio.clone());
-    if cfg.block.cache_set {
-        dr.cache_direct = Some(cfg.block.cache_direct);
-        dr.cache_no_flush = Some(cfg.block.cache_noflush);
-    }
+    let dr = self::drive(cfg, drive.clone(), disk);
     qc.drives.push(dr);
     if let Some((scsi_id, lun)) = d.scsi {
         qc.devices.push(Device::ScsiHd(ScsiHd {

@@ -192,7 +192,8 @@ pub fn plan(inp: &PlanInput<'_>) -> Result<Config, PlanError> {
         no_user_config: true,
         nodefaults: true,
         nographic: true,
-        no_reboot: true,
+        // A guest reboot ends the VM unless the config allows it.
+        no_reboot: !cfg.allow_reboot,
         ..Knobs::default()
     };
     qc.rtc = (cfg.guest_arch == crate::config::GuestArch::X86_64

@@ -235,6 +235,19 @@ fn args_of(c: &HypervisorConfig) -> String {
 }
 
 #[test]
+fn a_guest_reboot_ends_the_vm_unless_allow_reboot() {
+    let reboots = |extra: &str| {
+        !built(&cfg(extra))
+            .to_args()
+            .iter()
+            .any(|a| a == "-no-reboot")
+    };
+    assert!(!reboots(""), "-no-reboot is the default");
+    assert!(!reboots("allow_reboot = false"));
+    assert!(reboots("allow_reboot = true"));
+}
+
+#[test]
 fn the_agent_channel_is_a_virtio_serial_port_by_default() {
     let a = args_of(&cfg(""));
     assert!(
@@ -430,6 +443,7 @@ block_device_physical_sector_size = 4096";
             coldplug::ColdSpec::Block {
                 path: "/img/d0.img".into(),
                 readonly: false,
+                disposable: false,
             },
             scsi.is_none().then_some(1),
         );
@@ -457,6 +471,47 @@ block_device_physical_sector_size = 4096";
     }
 }
 
+/// A disposable cold disk is `snapshot=on,cache=unsafe`, and the
+/// `block_device_cache_*` keys stay off it (QEMU refuses `cache=` with them).
+#[test]
+fn a_disposable_cold_disk_is_a_snapshot_drive_with_unsafe_cache() {
+    let c = cfg("block_device_cache_set = true\nblock_device_cache_direct = true");
+    let layout = Layout::new(&c, None);
+    let disk = |id: &str, disposable: bool| {
+        cold(
+            id,
+            coldplug::ColdSpec::Block {
+                path: format!("/img/{id}.img").into(),
+                readonly: false,
+                disposable,
+            },
+            Some(1),
+        )
+    };
+    let q = plan(&PlanInput {
+        cfg: &c,
+        layout: &layout,
+        accel: Accel::Tcg,
+        id: "t",
+        uuid: "00000000-0000-0000-0000-000000000000",
+        dir: Path::new("/run/sandvm/t"),
+        role: None,
+        agent: None,
+        cold: &[disk("d0", true), disk("d1", false)],
+        incoming: false,
+    })
+    .unwrap();
+    let a = q.to_args().join(" ");
+    assert!(
+        a.contains("-drive if=none,id=drive-d0,file=/img/d0.img,format=raw,aio=io_uring,cache=unsafe,snapshot=on "),
+        "{a}"
+    );
+    assert!(
+        a.contains("-drive if=none,id=drive-d1,file=/img/d1.img,format=raw,aio=io_uring,cache.direct=on,cache.no-flush=off "),
+        "{a}"
+    );
+}
+
 /// `indep_iothreads = N` makes N iothreads at boot (Kata's names); with
 /// `enable_iothreads`, a cold-plugged virtio-blk disk runs on the first.
 #[test]
@@ -469,6 +524,7 @@ fn independent_iothreads_are_made_and_virtio_blk_disks_use_the_first() {
         coldplug::ColdSpec::Block {
             path: "/img/d0.img".into(),
             readonly: false,
+            disposable: false,
         },
         Some(1),
     );
@@ -525,6 +581,7 @@ fn cold_plugged_devices_are_rendered_on_their_slots_with_tap_fds_from_5() {
             coldplug::ColdSpec::Block {
                 path: "/img/d0.img".into(),
                 readonly: true,
+                disposable: false,
             },
             Some(1),
         ),

@@ -49,7 +49,19 @@ impl Core {
     fn cold_spec(&mut self, dev: DeviceSpec) -> Result<(String, DeviceKind, ColdSpec)> {
         let cfg = self.config.clone();
         let (id, prefix, kind, spec) = match dev {
-            DeviceSpec::Block { id, path, readonly } => {
+            DeviceSpec::Block {
+                id,
+                path,
+                readonly,
+                disposable,
+            } => {
+                if disposable && readonly {
+                    return Err(HypervisorError::invalid(
+                        "disposable disk",
+                        path.display().to_string(),
+                        "a disposable disk is writable (its writes are thrown away); drop readonly",
+                    ));
+                }
                 if cfg.block.driver == BlockDriver::Nvdimm {
                     return Err(HypervisorError::unsupported(
                         format!("cold-plug {} as an nvdimm", path.display()),
@@ -61,7 +73,11 @@ impl Core {
                     id,
                     "blk",
                     DeviceKind::Block,
-                    ColdSpec::Block { path, readonly },
+                    ColdSpec::Block {
+                        path,
+                        readonly,
+                        disposable,
+                    },
                 )
             }
             DeviceSpec::Net { id, tap, mac } => {
@@ -267,9 +283,14 @@ fn removal_record(d: &ColdDevice, info: &DeviceInfo) -> PluggedDevice {
                 extra.insert("tap".into(), t.clone().into());
             }
         }
-        ColdSpec::Block { path, readonly } => {
+        ColdSpec::Block {
+            path,
+            readonly,
+            disposable,
+        } => {
             extra.insert("path".into(), path.display().to_string().into());
             extra.insert("readonly".into(), (*readonly).into());
+            extra.insert("disposable".into(), (*disposable).into());
             if let Some((id, lun)) = d.scsi {
                 extra.insert("scsi_index".into(), (id * 256 + lun).into());
             }

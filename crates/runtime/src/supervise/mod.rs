@@ -93,8 +93,14 @@ pub fn map_event(ev: &qmp::Event) -> Option<SandboxEvent> {
     })
 }
 
-/// The reason a `SHUTDOWN` event gives.
-fn shutdown_reason(ev: &qmp::Event) -> Option<ExitReason> {
+/// Why the VM is ending, when `ev` says it is: a `SHUTDOWN`, with the reason
+/// it gives. A `RESET` never ends it: QEMU sends one only when it restarts
+/// the guest (`allow_reboot`); under `-no-reboot` a guest reboot is a
+/// `SHUTDOWN` whose reason is `guest-reset`.
+fn ending_reason(ev: &qmp::Event) -> Option<ExitReason> {
+    if ev.name != "SHUTDOWN" {
+        return None;
+    }
     match ev.data_str("reason") {
         Some("guest-shutdown") => Some(ExitReason::GuestPoweredOff),
         Some("guest-reset") => Some(ExitReason::GuestReset),
@@ -181,7 +187,11 @@ async fn on_event(
         let _ = events.send(e);
     }
     match ev.name.as_str() {
-        "SHUTDOWN" if reason.is_none() => *reason = shutdown_reason(ev),
+        "SHUTDOWN" if reason.is_none() => *reason = ending_reason(ev),
+        "RESET" => {
+            let why = ev.data_str("reason").unwrap_or_default();
+            info!(id = %w.id, reason = why, "the guest was reset; QEMU restarts it (allow_reboot)");
+        }
         "GUEST_PANICKED" => {
             error!(id = %w.id, data = %ev.data, "guest panicked");
             let dump = match &w.dump {
@@ -314,10 +324,14 @@ mod tests {
             Some(SandboxEvent::DeviceDeleted { id: "blk0".into() })
         );
         assert_eq!(map_event(&ev("RTC_CHANGE", json!({}))), None);
-        let r = |reason: &str| shutdown_reason(&ev("SHUTDOWN", json!({ "reason": reason })));
+        let r = |reason: &str| ending_reason(&ev("SHUTDOWN", json!({ "reason": reason })));
         assert_eq!(r("guest-shutdown"), Some(ExitReason::GuestPoweredOff));
         assert_eq!(r("guest-reset"), Some(ExitReason::GuestReset));
         assert_eq!(r("host-signal"), None);
+        // allow_reboot: QEMU restarts the guest and says RESET, which ends nothing.
+        let reset = ev("RESET", json!({"guest": true, "reason": "guest-reset"}));
+        assert_eq!(map_event(&reset), Some(SandboxEvent::Reset));
+        assert_eq!(ending_reason(&reset), None);
     }
 
     #[test]

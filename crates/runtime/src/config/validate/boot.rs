@@ -1,7 +1,7 @@
 //! Boot assets, machine and command-line keys: `guest_arch`, `path`,
 //! `kernel`, `initrd`, `image`, `firmware`, `firmware_volume`, `pflashes`,
 //! `machine_type`, `rootfs_type`, `kernel_params`, `machine_accelerators`,
-//! `cpu_features`, `accelerator`.
+//! `cpu_features`, `accelerator`, and sandvm's reboot policy `allow_reboot`.
 
 use super::{Ctx, MAX_PFLASHES, k, split_list};
 use crate::config::raw::RawQemu;
@@ -25,6 +25,8 @@ pub(super) struct Boot {
     pub machine_accelerators: Vec<String>,
     pub cpu_features: Vec<String>,
     pub accelerator: Accelerator,
+    /// `allow_reboot` (default false: `-no-reboot`).
+    pub allow_reboot: bool,
 }
 
 pub(super) fn check(cx: &Ctx<'_>, raw: &RawQemu, host: &HostInfo) -> Result<Boot, ConfigError> {
@@ -87,6 +89,7 @@ pub(super) fn check(cx: &Ctx<'_>, raw: &RawQemu, host: &HostInfo) -> Result<Boot
             f
         },
         accelerator: accelerator(cx, raw)?,
+        allow_reboot: raw.allow_reboot.unwrap_or(false),
     })
 }
 

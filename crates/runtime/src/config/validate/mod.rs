@@ -239,6 +239,7 @@ pub fn validate(
             .opt_path(&k("guest_memory_dump_path"), &raw.guest_memory_dump_path)?,
         guest_memory_dump_paging: bool_or(raw.guest_memory_dump_paging, false),
         use_legacy_serial: bool_or(raw.use_legacy_serial, false),
+        allow_reboot: boot.allow_reboot,
         accelerator: boot.accelerator,
         guest_arch: boot.guest_arch,
         factory,

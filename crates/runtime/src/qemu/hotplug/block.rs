@@ -67,6 +67,19 @@ pub fn blockdev_args(cfg: &HypervisorConfig, node: &str, path: &Path, readonly: 
     raw
 }
 
+/// A disposable disk cannot be hotplugged: `blockdev-add` has no
+/// `snapshot=on` (a throwaway overlay would have to be made by hand), so it
+/// is refused, naming the option, rather than plugged writable.
+pub fn refuse_disposable(path: &Path, disposable: bool) -> Result<()> {
+    if !disposable {
+        return Ok(());
+    }
+    Err(HypervisorError::unsupported(
+        format!("hotplug {} as a disposable disk", path.display()),
+        "blockdev-add has no snapshot=on; cold-plug it before start (add_device, `sandvm create --disk PATH:disposable`)",
+    ))
+}
+
 /// The plan for a disk `id` (empty: generated) from the image at `path`.
 pub fn plan(
     cfg: &HypervisorConfig,

@@ -375,7 +375,13 @@ impl Core {
         let (hp, layout) = (st.hotplug.clone(), st.layout.clone());
         let arch = &layout.arch;
         let mut plan = match dev {
-            DeviceSpec::Block { id, path, readonly } => {
+            DeviceSpec::Block {
+                id,
+                path,
+                readonly,
+                disposable,
+            } => {
+                block::refuse_disposable(&path, disposable)?;
                 block::plan(&cfg, arch, &hp, id, &path, readonly)?
             }
             DeviceSpec::Net { id, tap, mac } => net::plan_tap(&cfg, arch, &hp, id, &tap, mac)?,

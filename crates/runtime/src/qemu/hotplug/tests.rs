@@ -30,6 +30,16 @@ fn calls(p: &Plan) -> Vec<(String, Value)> {
 }
 
 #[test]
+fn a_disposable_disk_is_refused_by_name_on_hotplug() {
+    assert!(block::refuse_disposable(Path::new("/img/d.raw"), false).is_ok());
+    let e = block::refuse_disposable(Path::new("/img/d.raw"), true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/img/d.raw as a disposable disk"), "{e}");
+    assert!(e.contains("snapshot=on"), "{e}");
+}
+
+#[test]
 fn virtio_blk_on_a_bridge_slot_with_aio_and_cache() {
     let c = cfg(
         "block_device_driver = \"virtio-blk\"\nblock_device_aio = \"threads\"\n\
