@@ -509,7 +509,7 @@ fn sha256(p: &Path) -> String {
 
 /// `create --disk PATH:disposable`: the guest writes to the disk and reads its
 /// write back, the image file never changes, nothing is left behind; a
-/// disposable hotplug is refused by name.
+/// disposable hotplug and a snapshot of the sandbox are refused by name.
 #[test]
 fn a_disposable_disk_takes_writes_that_never_reach_the_image() {
     let env = Env::new("scratch");
@@ -552,6 +552,14 @@ fn a_disposable_disk_takes_writes_that_never_reach_the_image() {
         ],
     );
     assert!(err.contains("as a disposable disk"), "{err}");
+    // A snapshot cannot carry the overlay: refused by name, nothing written.
+    let snap = env.root.join("d-snap");
+    let err = fail(&env, &["save", "d1", snap.to_str().unwrap()]);
+    assert!(
+        err.contains("disposable disk") && err.contains(img.to_str().unwrap()),
+        "{err}"
+    );
+    assert!(!snap.exists(), "a refused save left {}", snap.display());
     env.ok(&["stop", "d1"]);
     assert_eq!(sha256(&img), before, "the image changed");
     std::fs::remove_file(&img).unwrap();

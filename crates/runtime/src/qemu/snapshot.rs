@@ -22,6 +22,7 @@ use super::migrate::{Ram, load_uri, migrate, save_uri};
 use super::record::{Proc, QemuRecord, unix_now};
 use crate::config::HypervisorConfig;
 use crate::error::{HypervisorError, Result};
+use crate::plan::coldplug::ColdSpec;
 use crate::types::{TemplateRole, VmState};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -133,6 +134,25 @@ impl Core {
                 "save a snapshot",
                 "QEMU cannot migrate vhost-user-vsock (hypervisor.qemu.agent_channel = \"hybrid-vsock\"); \
                  use virtio-serial",
+            ));
+        }
+        let st = self.parts("save a snapshot")?.1;
+        let disposable = st.cold.iter().find_map(|d| match &d.spec {
+            ColdSpec::Block {
+                path,
+                disposable: true,
+                ..
+            } => Some(path.display().to_string()),
+            _ => None,
+        });
+        if let Some(path) = disposable {
+            // Its writes live in an overlay QEMU made and unlinked: a restore
+            // would silently see the image as it was before them.
+            return Err(HypervisorError::unsupported(
+                "save a snapshot",
+                format!(
+                    "the disposable disk {path} keeps its writes in a temporary overlay a snapshot cannot carry"
+                ),
             ));
         }
         if dest.exists() {
