@@ -152,6 +152,34 @@ fn start_wait_returns_once_the_guest_is_up_or_says_why_not() {
 }
 
 #[test]
+fn stop_waits_while_another_process_holds_the_sandbox_briefly() {
+    let env = Env::new("busystop");
+    let cfg = env.config("b.toml", "");
+    env.ok(&["create", "--config", cfg.to_str().unwrap(), "--id", "b1"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // This process holds the sandbox, as a supervisor recording an exit does.
+    let held = rt
+        .block_on(runtime::Qemu::attach(
+            runtime::StateRoot::new(&env.root),
+            "b1",
+        ))
+        .unwrap();
+    let stop = env.spawn(&["stop", "b1"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        env.root.join("b1").exists(),
+        "stop went ahead while the sandbox was held"
+    );
+    drop(held);
+    let out = finish(stop, "sandvm stop");
+    assert!(out.status.success(), "{out:?}");
+    env.assert_clean();
+}
+
+#[test]
 fn run_prints_a_json_timeline_and_cleans_up() {
     let env = Env::new("run");
     let cfg = env.config("run.toml", "");

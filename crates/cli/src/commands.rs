@@ -223,8 +223,25 @@ async fn wait_guest(q: &Qemu, timeout: Duration) -> Result<()> {
     }
 }
 
+/// How long `stop` waits for a sandbox another process holds (a detached
+/// supervisor recording the exit of a QEMU that just died holds it briefly).
+const STOP_BUSY_WAIT: Duration = Duration::from_secs(5);
+
+/// Attach to `id`, waiting up to [`STOP_BUSY_WAIT`] while it is busy.
+async fn attach_when_free(root: &StateRoot, id: &str) -> Result<Qemu, HypervisorError> {
+    let deadline = Instant::now() + STOP_BUSY_WAIT;
+    loop {
+        match Qemu::attach(root.clone(), id).await {
+            Err(HypervisorError::State(StateError::Busy { .. })) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 async fn stop(root: &StateRoot, id: &str, force: bool, grace: Option<u64>) -> Result<ExitCode> {
-    match Qemu::attach(root.clone(), id).await {
+    match attach_when_free(root, id).await {
         Ok(q) => {
             let mode = match (force, grace) {
                 (true, _) => StopMode::Force,
