@@ -131,8 +131,24 @@ pub(super) async fn force_cleanup(root: &StateRoot, id: &str) -> Result<()> {
             process::wait_exit(pid, super::TERM_GRACE).await;
         }
     }
+    end_supervisor(&dir.file(files::SUPERVISOR_PID)).await;
     dir.remove()?;
     Ok(())
+}
+
+/// The detached supervisor recorded in `pidfile` exits once QEMU is gone;
+/// give it a moment, then kill it (its start time guards against reuse).
+async fn end_supervisor(pidfile: &std::path::Path) {
+    let Some((pid, ticks)) = std::fs::read_to_string(pidfile).ok().and_then(|s| {
+        let mut f = s.split_whitespace().map(str::parse::<u64>);
+        Some((f.next()?.ok()? as i32, f.next()?.ok()?))
+    }) else {
+        return;
+    };
+    if process::alive(pid, Some(ticks)) && !process::wait_exit(pid, super::TERM_GRACE).await {
+        process::signal(pid, nix::sys::signal::Signal::SIGKILL);
+        process::wait_exit(pid, super::TERM_GRACE).await;
+    }
 }
 
 /// Whether `pid` runs QEMU or one of the sandbox daemons (guards kills by

@@ -78,7 +78,12 @@ impl Supervision {
                 "start the supervisor {}",
                 program.display()
             )))?;
-        Ok(Some((child.id() as i32, gate_w)))
+        let pid = child.id() as i32;
+        let ticks = process::start_ticks(pid).unwrap_or_default();
+        let pidfile = dir.join(files::SUPERVISOR_PID);
+        std::fs::write(&pidfile, format!("{pid} {ticks}\n"))
+            .map_err(HypervisorError::io(pidfile.display()))?;
+        Ok(Some((pid, gate_w)))
     }
 }
 
@@ -266,6 +271,9 @@ impl Qemu {
     /// Supervise sandbox `id` from this process until its VM ends: the
     /// CLI's detached helper (`sandvm __supervise ID`). Records the exit,
     /// stops the daemons, or tears the sandbox down when a daemon died.
+    /// It first reads this process's stdin to its end: the gate of
+    /// [`Supervision::Detached`], which the spawning runtime closes once the
+    /// pids are saved; run it with stdin closed or at `/dev/null` otherwise.
     pub async fn supervise(root: StateRoot, id: &str) -> Result<VmExit> {
         crate::state::validate_id(id)?;
         wait_gate().await;

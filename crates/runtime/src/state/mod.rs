@@ -51,6 +51,9 @@ pub mod files {
     pub const EVENTS: &str = "events.sock";
     /// The supervisor's log.
     pub const SUPERVISOR_LOG: &str = "supervisor.log";
+    /// The detached supervisor's pid and start time, written at its spawn:
+    /// what `stop --force` finds when `state.json` is corrupt.
+    pub const SUPERVISOR_PID: &str = "supervisor.pid";
     /// The agent channel: a virtio-serial port's socket (QEMU serves it).
     pub const AGENT: &str = "agent.sock";
     /// Hybrid vsock: vhost-device-vsock's socket for the host side (`CONNECT <port>`).
