@@ -6,4 +6,5 @@
 pub mod accel;
 pub mod process;
 pub mod security;
+pub mod spawn;
 pub mod stats;

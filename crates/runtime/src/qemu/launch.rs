@@ -11,9 +11,10 @@ use crate::config::HypervisorConfig;
 use crate::error::{HypervisorError, Result};
 use crate::host::process;
 use crate::host::security::{self, selinux, user};
+use crate::host::spawn;
 use crate::plan::QMP_FD;
 use crate::state::files;
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -40,15 +41,16 @@ pub fn bind_listener(path: &Path) -> Result<UnixListener> {
 }
 
 /// Most fds a child inherits (QMP, events, then cold-plugged taps).
-pub const MAX_FDS: usize = 32;
+pub const MAX_FDS: usize = spawn::MAX_PASSED_FDS;
 
 /// In the child, before exec: new session, the fds on 3, 4, ... in order,
 /// every other fd above them marked close-on-exec, then the configured
-/// identity. Allocates nothing (runs between fork and exec).
+/// identity. Allocates nothing (runs between fork and exec; only a child that
+/// switches identity is forked, the others are spawned by `posix_spawn`).
 fn child_setup(
     fds: [RawFd; MAX_FDS],
     count: usize,
-    identity: Option<&user::Identity>,
+    identity: &user::Identity,
 ) -> std::io::Result<()> {
     use nix::fcntl::{FcntlArg, fcntl};
     nix::unistd::setsid().map_err(std::io::Error::from)?;
@@ -75,10 +77,7 @@ fn child_setup(
             libc::CLOSE_RANGE_CLOEXEC,
         );
     }
-    if let Some(id) = identity {
-        user::switch_identity(id)?;
-    }
-    Ok(())
+    user::switch_identity(identity)
 }
 
 /// Prepare the host side for a QEMU about to start in `dir`: warn about the
@@ -121,17 +120,20 @@ pub fn prepare(cfg: &HypervisorConfig, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A command for `bin args` that runs detached (its own session) with stdout
-/// and stderr appended to `log`, `fds` moved onto fds 3, 4, ... (every other
-/// fd closed on exec), and, when given, under `identity`. Shared by QEMU and
-/// the helper daemons (virtiofsd, nydusd, swtpm).
-pub(crate) fn detached_command(
+/// Spawn `bin args` detached (its own session) with stdout and stderr
+/// appended to `log`, `fds` moved onto fds 3, 4, ... (every other fd closed
+/// on exec), and, when given, under `identity`. Shared by QEMU and the helper
+/// daemons (virtiofsd, nydusd, swtpm). Without an identity this is one
+/// `posix_spawn` (no copy of the runtime's page tables, see
+/// [`crate::host::spawn`]); a uid/gid switch needs a fork and `pre_exec`.
+/// Returns the pid; an error names the binary.
+pub(crate) fn spawn_detached(
     bin: &Path,
     args: &[String],
     log: &Path,
     fds: &[RawFd],
     identity: Option<user::Identity>,
-) -> Result<std::process::Command> {
+) -> Result<i32> {
     if fds.len() > MAX_FDS {
         return Err(HypervisorError::unsupported(
             format!("start {}", bin.display()),
@@ -143,6 +145,13 @@ pub(crate) fn detached_command(
         .append(true)
         .open(log)
         .map_err(HypervisorError::io(log.display()))?;
+    let cannot = |e: std::io::Error| HypervisorError::StartFailed {
+        reason: format!("cannot execute {}: {e}", bin.display()),
+        stderr: String::new(),
+    };
+    let Some(identity) = identity else {
+        return spawn::spawn_detached(bin, args, &OwnedFd::from(logf), fds).map_err(cannot);
+    };
     let errf = logf
         .try_clone()
         .map_err(HypervisorError::io(log.display()))?;
@@ -159,17 +168,9 @@ pub(crate) fn detached_command(
     // fork, and allocates nothing.
     #[allow(unsafe_code)]
     unsafe {
-        cmd.pre_exec(move || child_setup(passed, count, identity.as_ref()));
+        cmd.pre_exec(move || child_setup(passed, count, &identity));
     }
-    Ok(cmd)
-}
-
-/// Spawn a prepared command; the error names the binary.
-pub(crate) fn spawn_command(mut cmd: std::process::Command, bin: &Path) -> Result<i32> {
-    let child = cmd.spawn().map_err(|e| HypervisorError::StartFailed {
-        reason: format!("cannot execute {}: {e}", bin.display()),
-        stderr: String::new(),
-    })?;
+    let child = cmd.spawn().map_err(cannot)?;
     // The child is waited for on a pidfd (by pid), here or in a later process.
     Ok(child.id() as i32)
 }
@@ -180,7 +181,6 @@ pub(crate) fn spawn_command(mut cmd: std::process::Command, bin: &Path) -> Resul
 pub fn spawn(cfg: &HypervisorConfig, args: &[String], fds: &[RawFd], log: &Path) -> Result<i32> {
     let qemu = cfg.qemu_path.as_path();
     let identity = cfg.qemu_user.as_ref().map(user::Identity::from);
-    let cmd = detached_command(qemu, args, log, fds, identity)?;
     // The exec label is per thread and for the next exec only; the guard puts
     // the previous one back as soon as QEMU is spawned.
     let decision = selinux::decide(
@@ -189,7 +189,7 @@ pub fn spawn(cfg: &HypervisorConfig, args: &[String], fds: &[RawFd], log: &Path)
         cfg.selinux_label.as_deref(),
     );
     let label = selinux::ExecLabel::apply(&decision)?;
-    let spawned = spawn_command(cmd, qemu);
+    let spawned = spawn_detached(qemu, args, log, fds, identity);
     drop(label);
     spawned
 }

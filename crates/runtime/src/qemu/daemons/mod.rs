@@ -93,8 +93,7 @@ pub(crate) fn spawn(
     log: &Path,
     listener: Option<RawFd>,
 ) -> Result<i32> {
-    let cmd = super::launch::detached_command(bin, args, log, listener.as_slice(), None)?;
-    super::launch::spawn_command(cmd, bin)
+    super::launch::spawn_detached(bin, args, log, listener.as_slice(), None)
 }
 
 /// The tail of a daemon's log, for errors.
