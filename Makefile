@@ -11,7 +11,7 @@ E2E_THREADS ?= 2
 # Seconds `make fuzz` runs each fuzz target.
 FUZZ_SECONDS ?= 60
 
-.PHONY: all setup setup-base setup-fuzz build build-sandvm guest oci-image run test unit e2e lint bench fuzz fuzz-build clean
+.PHONY: all setup setup-base setup-fuzz build build-sandvm guest guest-initrd oci-image run test unit e2e lint bench fuzz fuzz-build clean
 
 all: build
 
@@ -31,9 +31,13 @@ setup-fuzz:
 build:
 	$(CARGO) build --release --workspace --all-targets
 
-## guest: the test kernel, initramfs and ext4 root image, from Debian packages
+## guest: the test kernel, initramfs and ext4 root image, from Debian packages; the no-initrd kernel (built once per machine)
 guest:
 	@bash scripts/build-guest.sh
+
+## guest-initrd: the guest without the no-initrd kernel (what `make run` needs: its config boots the initramfs)
+guest-initrd:
+	@NOINITRD_KERNEL=0 bash scripts/build-guest.sh
 
 ## build-sandvm: only the sandvm binary, in release mode (what `make run` needs)
 build-sandvm:
@@ -45,7 +49,7 @@ oci-image:
 	@bash scripts/build-oci-image.sh
 
 ## run: set up what it needs, build sandvm and the guest, then boot a sandbox and print its timeline
-run: setup-base build-sandvm guest
+run: setup-base build-sandvm guest-initrd
 	$(SANDVM) run --config $(CONFIG)
 
 ## test: set up, build, and run every test: unit, real-QEMU and end-to-end; build the fuzz targets

@@ -17,6 +17,11 @@
 #   sandvm-agent         the guest agent (static, stripped), also installed as
 #                        /sbin/sandvm-agent in the initramfs and the root images
 #   manifest             sizes and sha256 of the above, written last
+#   vmlinuz-noinitrd     sandvm's own kernel with every driver built in, which
+#                        boots rootfs-dax.img with no initrd (Kata's image-only
+#                        boot); built by scripts/build-kernel.sh from Debian's
+#                        linux-source-6.1 once per machine (4-6 minutes), cached
+#                        in ~/.cache/sandvm-tools/kernel/ and copied here
 #
 # Environment:
 #   FORCE=1          rebuild even when the outputs are newer than the inputs
@@ -25,6 +30,7 @@
 #   ROOTFS_MIB=64    size of rootfs.ext4 in MiB (rounded up to a multiple of 2)
 #   AGENT_BIN=path   install this agent binary instead of building it
 #   NO_AGENT=1       build the guest without the agent
+#   NOINITRD_KERNEL=0  skip the no-initrd kernel (what `make run` does)
 #
 # The agent is built first (cargo, static glibc: -C target-feature=+crt-static
 # with an explicit --target, in the workspace's target dir); cargo itself is
@@ -54,6 +60,16 @@ timed() { # LABEL CMD...
   log "$label: done in $((SECONDS - t0)) s"
 }
 
+# ---------------------------------------------------------------- no-initrd kernel
+# Its own script and cache (keyed by the source version and guest/kernel.config):
+# a second run, or another checkout on this machine, copies it in at once.
+# `make run` skips it (NOINITRD_KERNEL=0): the default config boots the initramfs.
+if [ "${NOINITRD_KERNEL:-1}" = 0 ]; then
+  log "no-initrd kernel skipped (NOINITRD_KERNEL=0)"
+else
+  bash "$ROOT/scripts/build-kernel.sh" || die "the no-initrd kernel failed (scripts/build-kernel.sh)"
+fi
+
 # ---------------------------------------------------------------- agent
 AGENT=""
 if [ "${NO_AGENT:-0}" != 1 ]; then
@@ -78,8 +94,9 @@ fi
 up_to_date() {
   [ "${FORCE:-0}" = 1 ] && return 1
   local o newest_in
-  # newest input: this script and everything under guest/
-  newest_in=$(find "$ROOT/scripts/build-guest.sh" "$GUEST_SRC" ${AGENT:+"$AGENT"} -type f -printf '%T@\n' | sort -n | tail -1)
+  # newest input: this script and everything under guest/ but the kernel's
+  # config fragment (build-kernel.sh's own input)
+  newest_in=$(find "$ROOT/scripts/build-guest.sh" "$GUEST_SRC" ${AGENT:+"$AGENT"} -type f ! -name kernel.config -printf '%T@\n' | sort -n | tail -1)
   for o in "${OUTPUTS[@]}"; do
     [ -s "$OUT/$o" ] || return 1
     # strictly newer than the newest input
@@ -383,4 +400,8 @@ echo "  initrd boot:   -kernel vmlinuz -initrd initramfs.cpio.gz -append 'consol
 echo "  nvdimm root:   same + nvdimm backed by rootfs-dax.img ($(stat -c %s "$OUT/rootfs-dax.img") bytes) and"
 echo "                 -append 'root=/dev/pmem0p1 rootflags=dax,data=ordered,errors=remount-ro ro rootfstype=ext4'"
 echo "                 (or rootfs.ext4, $(stat -c %s "$OUT/rootfs.ext4") bytes, with root=/dev/pmem0: no DAX)"
+if [ -s "$OUT/vmlinuz-noinitrd.release" ]; then
+  echo "  no initrd:     -kernel vmlinuz-noinitrd ($(cat "$OUT/vmlinuz-noinitrd.release")) and the root image alone, with the"
+  echo "                 same root= (nvdimm) or root=/dev/vda1 ro (rootfs-dax.img on a virtio-blk disk)"
+fi
 exit 0

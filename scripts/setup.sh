@@ -71,8 +71,11 @@ PKGS_BASE="libclang-dev clang pkg-config cpio e2fsprogs busybox-static kmod proc
 QEMU_BASE="qemu-system-x86 qemu-utils"
 QEMU_BASE_BINS="qemu-system-x86_64"
 # apt-extra: the tests' TPM, UEFI, tap and netns tools, nydusd's build (cmake), the
-# bench venv; containerd, runc and the CNI plugins for the container tests.
-PKGS_EXTRA="swtpm swtpm-tools cmake ovmf iproute2 python3-venv containerd runc containernetworking-plugins protobuf-compiler"
+# bench venv; containerd, runc and the CNI plugins for the container tests; the
+# no-initrd guest kernel that `make guest` builds (Debian's kernel source and what
+# building it takes; `make run` skips that kernel).
+PKGS_EXTRA="swtpm swtpm-tools cmake ovmf iproute2 python3-venv containerd runc containernetworking-plugins protobuf-compiler
+  linux-source-6.1 gcc make bc flex bison libelf-dev xz-utils"
 QEMU_EXTRA="qemu-system-arm qemu-system-ppc qemu-system-s390x"
 QEMU_EXTRA_BINS="qemu-system-aarch64 qemu-system-ppc64 qemu-system-s390x"
 

@@ -59,6 +59,19 @@ pub fn guest() -> Guest {
     g
 }
 
+/// The no-initrd guest kernel (every driver built in; `make guest` builds it
+/// from Debian's kernel source, which `make setup` installs), or a failure
+/// that says so.
+pub fn noinitrd_kernel() -> PathBuf {
+    let p = repo().join("build/guest/vmlinuz-noinitrd");
+    assert!(
+        p.exists(),
+        "{} is missing: run `make setup` (the kernel source) and `make guest` (scripts/build-kernel.sh builds it)",
+        p.display()
+    );
+    p
+}
+
 /// The `sandvm` binary built with these tests (same profile).
 pub fn sandvm_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
