@@ -321,3 +321,78 @@ async fn annotations_apply_only_when_allowed() {
     vm.stop_vm(false).await.unwrap();
     env.assert_clean();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_channels_on_caller_fds_carry_bytes_both_ways() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    let env = Arc::new(Env::new("embchan"));
+    let cfg = env.config("ch.toml", "");
+    let vm = Arc::new(Qemu::new(StateRoot::new(&env.root), load(&cfg)));
+    vm.create_vm("ch1", CreateOptions::default()).await.unwrap();
+    let channel = |name: &str, end: UnixStream| DeviceSpec::Channel {
+        id: String::new(),
+        name: name.into(),
+        fd: Arc::new(std::os::fd::OwnedFd::from(end)),
+    };
+    // Two channels, so the second's fd number and fd set follow the first's.
+    let (ours0, theirs0) = UnixStream::pair().unwrap();
+    let (ours1, theirs1) = UnixStream::pair().unwrap();
+    let info = vm.add_device(channel("extra.0", theirs0)).await.unwrap();
+    assert_eq!(info.driver, "virtserialport", "{info:?}");
+    vm.add_device(channel("extra.1", theirs1)).await.unwrap();
+    // A bad name, a taken one and the agent's are refused by name.
+    for bad in ["../x", "extra.0", "agent.channel.0", ""] {
+        let (_, t) = UnixStream::pair().unwrap();
+        let e = vm
+            .add_device(channel(bad, t))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("channel name"), "{bad}: {e}");
+    }
+    vm.start_vm(Duration::from_secs(120)).await.unwrap();
+    ready(&env, "ch1").await;
+    let (_, t) = UnixStream::pair().unwrap();
+    let e = vm.hotplug_add_device(channel("late", t)).await.unwrap_err();
+    assert!(e.to_string().contains("cold-plugged"), "{e}");
+    // Guest to host on extra.0.
+    ours0
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    // No udev in the test guest: find each port by its name in sysfs.
+    let port = |name: &str| {
+        format!(
+            "$(for p in /sys/class/virtio-ports/*; do \
+               [ \"$(cat $p/name)\" = {name} ] && echo /dev/${{p##*/}}; done)"
+        )
+    };
+    let cmd = format!(
+        "echo FROM-GUEST-$((6*7)) > {} && echo sent",
+        port("extra.0")
+    );
+    let seen = guest(&env, "ch1", &cmd).await;
+    assert!(seen.contains("sent"), "{seen}");
+    let mut line = String::new();
+    let mut r0 = BufReader::new(ours0.try_clone().unwrap());
+    tokio::task::spawn_blocking(move || {
+        r0.read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .map(|l| assert_eq!(l.trim(), "FROM-GUEST-42"))
+    .unwrap();
+    // Host to guest on extra.1.
+    (&ours1).write_all(b"FROM-HOST-7\n").unwrap();
+    let seen = guest(&env, "ch1", &format!("head -n1 {}", port("extra.1"))).await;
+    assert!(seen.contains("FROM-HOST-7"), "{seen}");
+    vm.stop_vm(false).await.unwrap();
+    // QEMU held the only other end: it is gone with QEMU.
+    ours1
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let n = std::io::Read::read_to_end(&mut &ours1, &mut rest).unwrap();
+    assert_eq!(n, 0, "EOF once QEMU is gone: {rest:?}");
+    env.assert_clean();
+}

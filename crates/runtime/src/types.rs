@@ -258,6 +258,21 @@ pub enum DeviceSpec {
         /// The sandbox at the other end (recorded for display).
         peer: String,
     },
+    /// An extra serial channel on an fd the caller passes (Monogon's
+    /// `ExtraChardevs`): a `virtserialport` named `name` (the guest finds it
+    /// by that name in `/sys/class/virtio-ports/*/name`; udev links it as
+    /// `/dev/virtio-ports/<name>`), backed by the fd through QEMU's
+    /// fd sets (`-add-fd`, a `pipe` chardev on `/dev/fdset/N`). The fd must
+    /// be open for reading and writing (one end of a socketpair, say).
+    /// Cold plug only.
+    Channel {
+        /// Device id (empty: generated, `chanN`).
+        id: String,
+        /// The port's name in the guest (letters, digits, `.`, `_`, `-`).
+        name: String,
+        /// The fd (passed to QEMU; ours is closed after).
+        fd: Arc<OwnedFd>,
+    },
     /// Kernel vhost-vsock with a guest CID (needs `/dev/vhost-vsock`).
     Vsock {
         /// Device id (empty: generated).
@@ -297,6 +312,8 @@ pub enum DeviceKind {
     Dimm,
     /// The agent channel.
     Agent,
+    /// An extra serial channel (`virtserialport` on a caller's fd).
+    Channel,
 }
 
 impl fmt::Display for DeviceKind {
@@ -309,6 +326,7 @@ impl fmt::Display for DeviceKind {
             DeviceKind::Vfio => "vfio",
             DeviceKind::Dimm => "dimm",
             DeviceKind::Agent => "agent",
+            DeviceKind::Channel => "channel",
         })
     }
 }

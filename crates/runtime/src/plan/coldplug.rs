@@ -4,9 +4,9 @@
 //! A cold device is placed when it is added (a bridge slot from the same
 //! [`SlotAllocator`](super::pci::SlotAllocator) hotplug uses, a SCSI id and
 //! LUN, or a CCW device number), so the caller learns where the guest will
-//! find it before the VM exists. Taps are passed to QEMU as inherited fds,
-//! numbered from [`FIRST_DEVICE_FD`](super::FIRST_DEVICE_FD) in the order the
-//! NICs were added.
+//! find it before the VM exists. Taps and channels are passed to QEMU as
+//! inherited fds, numbered from [`FIRST_DEVICE_FD`](super::FIRST_DEVICE_FD)
+//! in the order the devices were added.
 
 use super::devices::SCSI_ID;
 use super::{FIRST_DEVICE_FD, Layout, PlanInput, bridges, pci::SlotAddr};
@@ -45,6 +45,11 @@ pub enum ColdSpec {
         tap: Option<String>,
         /// `vhost=on`.
         vhost: bool,
+    },
+    /// An extra serial channel on a caller's fd.
+    Channel {
+        /// The port's name in the guest.
+        name: String,
     },
     /// Kernel vhost-vsock.
     Vsock {
@@ -114,6 +119,53 @@ impl ColdDevice {
     }
 }
 
+/// The chardev id of a cold-plugged channel.
+pub fn channel_chardev_id(id: &str) -> String {
+    format!("chardev-{id}")
+}
+
+/// Whether a cold device passes an fd to QEMU (and so takes the next fd
+/// number from [`FIRST_DEVICE_FD`]).
+pub fn passes_fd(spec: &ColdSpec) -> bool {
+    matches!(spec, ColdSpec::Net { .. } | ColdSpec::Channel { .. })
+}
+
+/// A channel: its fd in fd set `fd` (a set per channel, numbered by its
+/// fd), a `pipe` chardev on `/dev/fdset/<fd>` (QEMU's pipe backend opens the
+/// path read-write when no `.in`/`.out` pair exists, and an fd-set path
+/// hands it a dup of the fd), and a named `virtserialport` on the
+/// sandbox's virtio-serial controller (added when the sandbox has none).
+fn channel(qc: &mut Config, inp: &PlanInput<'_>, id: &str, name: &str, fd: i32) {
+    let has_serial = qc
+        .devices
+        .iter()
+        .any(|d| matches!(d, Device::VirtioSerial(_)));
+    if !has_serial {
+        // Only with use_legacy_serial and no virtio-serial agent channel.
+        qc.devices.push(Device::VirtioSerial(VirtioSerial {
+            transport: inp.layout.arch.transport,
+            id: format!("{id}-serial"),
+            iommu_platform: inp.cfg.iommu_platform,
+            ..Default::default()
+        }));
+    }
+    let set = fd as u32;
+    qc.add_fds.push(AddFd {
+        fd,
+        set,
+        opaque: Some(format!("channel {name}")),
+    });
+    qc.chardevs.push(Chardev::Pipe {
+        id: channel_chardev_id(id),
+        path: format!("/dev/fdset/{set}"),
+    });
+    qc.devices.push(Device::VirtSerialPort(VirtSerialPort {
+        id: id.to_string(),
+        chardev: channel_chardev_id(id),
+        name: Some(name.to_string()),
+    }));
+}
+
 /// The drive id of a cold-plugged disk.
 pub fn drive_id(id: &str) -> String {
     format!("drive-{id}")
@@ -132,7 +184,8 @@ pub fn devno(taken: usize) -> String {
 /// Add the cold-plugged devices to `qc`.
 pub fn add(qc: &mut Config, inp: &PlanInput<'_>) {
     let t = inp.layout.arch.transport;
-    let mut tap_fd = FIRST_DEVICE_FD;
+    // Devices that pass an fd (taps, channels) take 5, 6, ... in order.
+    let mut next_fd = FIRST_DEVICE_FD;
     for d in inp.cold {
         let bus = d.slot.as_ref().map(|s| s.bridge.clone());
         let addr = d.slot.as_ref().map(SlotAddr::addr);
@@ -152,13 +205,13 @@ pub fn add(qc: &mut Config, inp: &PlanInput<'_>) {
             ColdSpec::Net { mac, vhost, .. } => {
                 qc.netdevs.push(Netdev::Tap {
                     id: netdev_id(&d.id),
-                    fds: vec![tap_fd],
+                    fds: vec![next_fd],
                     vhost: *vhost,
                     vhostfds: Vec::new(),
                     ifname: None,
                     script_none: false,
                 });
-                tap_fd += 1;
+                next_fd += 1;
                 qc.devices.push(Device::VirtioNet(VirtioNet {
                     transport: t,
                     id: d.id.clone(),
@@ -170,6 +223,10 @@ pub fn add(qc: &mut Config, inp: &PlanInput<'_>) {
                     iommu_platform: inp.cfg.iommu_platform,
                     ..Default::default()
                 }));
+            }
+            ColdSpec::Channel { name } => {
+                channel(qc, inp, &d.id, name, next_fd);
+                next_fd += 1;
             }
             ColdSpec::Vsock { guest_cid } => qc.devices.push(Device::VhostVsock(VhostVsock {
                 transport: t,

@@ -656,6 +656,55 @@ fn cold_plugged_devices_are_rendered_on_their_slots_with_tap_fds_from_5() {
 }
 
 #[test]
+fn channels_take_fd_numbers_after_and_between_taps_each_in_its_own_fd_set() {
+    let c = cfg("");
+    let layout = Layout::new(&c, None);
+    let chan = |id: &str, name: &str| coldplug::ColdDevice {
+        kind: crate::types::DeviceKind::Channel,
+        driver: "virtserialport".into(),
+        ..cold(id, coldplug::ColdSpec::Channel { name: name.into() }, None)
+    };
+    let tap = cold(
+        "n0",
+        coldplug::ColdSpec::Net {
+            mac: "02:00:00:00:00:01".into(),
+            tap: None,
+            vhost: false,
+        },
+        Some(2),
+    );
+    let devices = [chan("chan0", "extra.0"), tap, chan("chan1", "extra.1")];
+    let q = plan(&PlanInput {
+        cfg: &c,
+        layout: &layout,
+        accel: Accel::Tcg,
+        id: "t",
+        uuid: "00000000-0000-0000-0000-000000000000",
+        dir: Path::new("/run/sandvm/t"),
+        role: None,
+        agent: None,
+        cold: &devices,
+        incoming: false,
+    })
+    .unwrap();
+    let a = q.to_args().join(" ");
+    for (fd, id, name) in [(5, "chan0", "extra.0"), (7, "chan1", "extra.1")] {
+        let want = [
+            format!("-add-fd fd={fd},set={fd},opaque=channel {name}"),
+            format!("-chardev pipe,id=chardev-{id},path=/dev/fdset/{fd}"),
+            format!("-device virtserialport,id={id},chardev=chardev-{id},name={name}"),
+        ];
+        for w in want {
+            assert!(a.contains(&w), "{w} in {a}");
+        }
+    }
+    assert!(a.contains("-netdev tap,id=netdev-n0,fd=6"), "{a}");
+    // One virtio-serial controller (the console's) carries every port.
+    assert_eq!(a.matches("-device virtio-serial").count(), 1, "{a}");
+    assert!(coldplug::passes_fd(&devices[0].spec) && coldplug::passes_fd(&devices[1].spec));
+}
+
+#[test]
 fn nested_bridges_add_the_root_port_to_the_pci_path() {
     let c = cfg("firmware = \"/usr/share/ovmf/OVMF.fd\"");
     let layout = Layout::new(&c, None);

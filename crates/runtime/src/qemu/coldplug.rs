@@ -108,6 +108,27 @@ impl Core {
                     "cables join two running sandboxes; hotplug it (`sandvm link`)",
                 ));
             }
+            DeviceSpec::Channel { id, name, fd } => {
+                validate_port_name(&name)?;
+                let st = self.parts("cold-plug a channel")?.1;
+                let taken = st
+                    .cold
+                    .iter()
+                    .any(|d| matches!(&d.spec, ColdSpec::Channel { name: n } if *n == name));
+                if taken || name == crate::plan::agent::SERIAL_PORT_NAME {
+                    return Err(HypervisorError::invalid(
+                        "channel name",
+                        name,
+                        "another port of this sandbox has that name",
+                    ));
+                }
+                let id = self.fresh_id(id, "chan")?;
+                let owned = fd
+                    .try_clone()
+                    .map_err(HypervisorError::io("dup channel fd"))?;
+                self.fds.insert(id.clone(), owned);
+                return Ok((id, DeviceKind::Channel, ColdSpec::Channel { name }));
+            }
             DeviceSpec::Vsock { id, guest_cid } => {
                 super::hotplug::vsock::check_cid(guest_cid)?;
                 super::hotplug::vsock::check_host(std::path::Path::new(
@@ -172,6 +193,11 @@ impl Core {
             let index = st.hotplug.next_scsi_index();
             dev.scsi = Some(super::hotplug::block::scsi_id_lun(index));
             dev.driver = "scsi-hd".into();
+            return Ok(dev);
+        }
+        if kind == DeviceKind::Channel {
+            // A port on the virtio-serial controller: no slot, no devno.
+            dev.driver = "virtserialport".into();
             return Ok(dev);
         }
         if let ColdSpec::Vfio { root_port, .. } = &mut spec
@@ -254,6 +280,29 @@ impl Core {
     }
 }
 
+/// Most bytes of a virtio-serial port name (the guest's
+/// `/dev/virtio-ports/<name>` is a file name).
+const MAX_PORT_NAME: usize = 64;
+
+/// A port name the guest can use as a file name: letters, digits, `.`, `_`
+/// and `-`, not starting with `.`, at most [`MAX_PORT_NAME`] bytes.
+fn validate_port_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_PORT_NAME
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        return Ok(());
+    }
+    Err(HypervisorError::invalid(
+        "channel name",
+        name,
+        format!("use 1-{MAX_PORT_NAME} letters, digits, '.', '_' or '-', not starting with '.'"),
+    ))
+}
+
 /// The QEMU driver of a cold-plugged device.
 fn driver(kind: DeviceKind, t: Transport, cfg: &crate::config::HypervisorConfig) -> &'static str {
     let ccw_blk = cfg.block.driver == BlockDriver::VirtioBlkCcw;
@@ -297,6 +346,13 @@ fn removal_record(d: &ColdDevice, info: &DeviceInfo) -> PluggedDevice {
         }
         ColdSpec::Vsock { guest_cid } => {
             extra.insert("guest_cid".into(), (*guest_cid).into());
+        }
+        ColdSpec::Channel { name } => {
+            remove.push(QmpCall::new(
+                "chardev-remove",
+                json!({ "id": coldplug::channel_chardev_id(&d.id) }),
+            ));
+            extra.insert("name".into(), name.clone().into());
         }
         ColdSpec::Vfio { host, root_port } => {
             extra.insert("host".into(), host.clone().into());

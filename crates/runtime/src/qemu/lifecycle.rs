@@ -256,22 +256,23 @@ impl Core {
         launch::wait_qmp(pid, &dir.file(files::EVENTS), &log, timeout).await
     }
 
-    /// The taps of cold-plugged NICs, in the order the plan numbers them:
-    /// named taps opened now, fds the caller passed to this handle.
+    /// The fds of cold-plugged devices, in the order the plan numbers them:
+    /// named taps opened now, fds the caller passed to this handle (taps,
+    /// channels).
     fn cold_tap_fds(&mut self) -> Result<Vec<OwnedFd>> {
+        use crate::plan::coldplug::{ColdSpec, passes_fd};
         let cold = self.parts("start")?.1.cold.clone();
         let mut fds = Vec::new();
-        for d in &cold {
-            let crate::plan::coldplug::ColdSpec::Net { tap, .. } = &d.spec else {
-                continue;
-            };
-            let fd = match tap {
-                Some(name) => super::hotplug::net::open_tap(name)?,
-                None => self.fds.remove(&d.id).ok_or_else(|| {
+        for d in cold.iter().filter(|d| passes_fd(&d.spec)) {
+            let fd = match &d.spec {
+                ColdSpec::Net {
+                    tap: Some(name), ..
+                } => super::hotplug::net::open_tap(name)?,
+                _ => self.fds.remove(&d.id).ok_or_else(|| {
                     HypervisorError::unsupported(
-                        format!("start with NIC {}", d.id),
-                        "its tap fd was given to another handle of this sandbox (a process \
-                         that exited); remove the NIC and add it again",
+                        format!("start with device {}", d.id),
+                        "its fd was given to another handle of this sandbox (a process \
+                         that exited); remove the device and add it again",
                     )
                 })?,
             };

@@ -389,6 +389,12 @@ impl Core {
             DeviceSpec::Cable { id, fd, mac, peer } => cable::plan(arch, &hp, id, fd, mac, &peer)?,
             DeviceSpec::Vsock { id, guest_cid } => vsock::plan(arch, &hp, id, guest_cid)?,
             DeviceSpec::Vfio { id, host } => vfio::plan(&cfg, arch, &hp, id, &host)?,
+            DeviceSpec::Channel { .. } => {
+                return Err(HypervisorError::unsupported(
+                    "hotplug a channel",
+                    "extra channels are cold-plugged: add it between create and start",
+                ));
+            }
             DeviceSpec::AgentChannel { .. } => {
                 return Err(HypervisorError::unsupported(
                     "hotplug an agent channel",
