@@ -40,6 +40,47 @@ fn initrd_boot_console_status_and_stop_from_separate_processes() {
     env.assert_clean();
 }
 
+/// What the test guest's init prints when its ACPI power button is pressed.
+const POWER_BUTTON: &str = "sandvm-init: ACPI power button: powering off";
+
+#[test]
+fn graceful_stop_is_a_powerdown_the_guest_answers_before_any_signal() {
+    let env = Env::new("graceful");
+    let cfg = env.config("g.toml", "");
+    env.boot(&cfg, "g1");
+    let pid = env.qemu_pid("g1");
+    // Hold the console until QEMU closes it: what the guest says going down.
+    let mut console =
+        std::os::unix::net::UnixStream::connect(env.root.join("g1/console.sock")).unwrap();
+    console
+        .set_read_timeout(Some(Duration::from_secs(300)))
+        .unwrap();
+    let said = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut console, &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    // A grace far beyond any boot here: a fallback to a signal is the
+    // guest's failure, not the host's load.
+    let r = json(&env.ok(&["stop", "g1", "--grace", "120", "--json"]));
+    assert_eq!(
+        r["outcome"], "graceful",
+        "QEMU did not exit before a signal: {r}"
+    );
+    assert_eq!(r["shutdown"]["guest"], true, "not guest-initiated: {r}");
+    assert_eq!(r["shutdown"]["reason"], "guest-shutdown", "{r}");
+    let said = said.join().unwrap();
+    assert!(
+        said.contains(POWER_BUTTON),
+        "the guest never saw the power button; its console:\n{said}"
+    );
+    assert!(!process_alive(pid));
+    // A second stop finds nothing to stop, and says so.
+    let again = json(&env.ok(&["stop", "g1", "--json"]));
+    assert_eq!(again["outcome"], "not-running", "{again}");
+    env.assert_clean();
+}
+
 #[test]
 fn nvdimm_image_is_the_root_filesystem() {
     let env = Env::new("nvdimm");
