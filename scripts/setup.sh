@@ -71,8 +71,9 @@ PKGS_BASE="libclang-dev clang pkg-config cpio e2fsprogs busybox-static kmod proc
 QEMU_BASE="qemu-system-x86 qemu-utils"
 QEMU_BASE_BINS="qemu-system-x86_64"
 # apt-extra: the tests' TPM, UEFI, tap and netns tools, nydusd's build (cmake), the
-# bench venv; containerd, runc and the CNI plugins for the container tests.
-PKGS_EXTRA="swtpm swtpm-tools cmake ovmf iproute2 python3-venv containerd runc containernetworking-plugins protobuf-compiler"
+# bench venv; containerd, runc and the CNI plugins for the container tests; gcc and
+# static libc for the UDP forward test's echo server.
+PKGS_EXTRA="swtpm swtpm-tools cmake ovmf iproute2 python3-venv containerd runc containernetworking-plugins protobuf-compiler gcc libc6-dev"
 QEMU_EXTRA="qemu-system-arm qemu-system-ppc qemu-system-s390x"
 QEMU_EXTRA_BINS="qemu-system-aarch64 qemu-system-ppc64 qemu-system-s390x"
 
