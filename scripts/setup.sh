@@ -66,8 +66,10 @@ step_done() { echo "setup: $1 done in $(($(date +%s) - STEP_T0)) s"; }
 # ------------------------------------------------------------------ apt
 BACKPORTS=/etc/apt/sources.list.d/bookworm-backports.sources
 # apt-base: build tools (libclang and clang for -sys crates' bindgen, pkg-config), build the
-# guest (cpio, e2fsprogs, busybox, kmod), build virtiofsd (libseccomp, libcap-ng).
+# guest (cpio, e2fsprogs, busybox, kmod; its whole bootable disk: syslinux and its
+# MBR in syslinux-common, dosfstools, mtools), build virtiofsd (libseccomp, libcap-ng).
 PKGS_BASE="libclang-dev clang pkg-config cpio e2fsprogs busybox-static kmod procps libseccomp-dev libcap-ng-dev"
+PKGS_BASE="$PKGS_BASE syslinux syslinux-common dosfstools mtools"
 QEMU_BASE="qemu-system-x86 qemu-utils"
 QEMU_BASE_BINS="qemu-system-x86_64"
 # apt-extra: the tests' TPM, UEFI, tap and netns tools, nydusd's build (cmake), the

@@ -200,3 +200,66 @@ fn udp_port_forward_carries_a_datagram_to_the_guest_and_back() {
     env.ok(&["stop", "u1"]);
     env.assert_clean();
 }
+
+/// The test guest as one bootable disk (`make guest`), for a config with an
+/// image and no kernel.
+fn boot_disk() -> std::path::PathBuf {
+    let p = repo().join("build/guest/boot-disk.img");
+    assert!(
+        p.exists(),
+        "{} is missing: run `make setup` and `make guest`",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn a_whole_disk_boots_through_the_firmware_and_its_poweroff_is_the_exit() {
+    let env = Env::new("diskboot");
+    let cfg = env.root.join("disk.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[hypervisor.qemu]\npath = \"{}\"\nimage = \"{}\"\ndefault_vcpus = 1\n\
+             default_maxvcpus = 1\ndefault_memory = 256\nshared_fs = \"none\"\naccelerator = \"tcg\"\n",
+            qemu("qemu-system-x86_64").display(),
+            boot_disk().display()
+        ),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    // The firmware boots the image: no kernel, no initrd, no command line.
+    let argv: Vec<String> =
+        serde_json::from_value(json(&env.ok(&["cmdline", "--config", c, "--json"]))).unwrap();
+    for flag in ["-kernel", "-initrd", "-append"] {
+        assert!(!argv.iter().any(|a| a == flag), "{flag} in {argv:?}");
+    }
+    let disk = argv
+        .iter()
+        .find(|a| a.contains("drive=rootdisk"))
+        .unwrap_or_else(|| panic!("no boot disk in {argv:?}"));
+    assert!(disk.contains("bootindex=0"), "{disk}");
+
+    env.boot(&cfg, "d1");
+    assert_eq!(env.guest("d1", "echo $((6*7))"), "42");
+    // The kernel came off the disk: syslinux's LINUX line, not QEMU's -kernel.
+    let cmdline = env.guest("d1", "cat /proc/cmdline");
+    assert!(cmdline.contains("BOOT_IMAGE=/vmlinuz"), "{cmdline}");
+
+    // The guest powers itself off: that is the VM's exit, for `wait` and `status`.
+    let waiter = env.spawn(&["wait", "d1", "--json"]);
+    let _ = env.sandvm(&["console", "d1", "--send", "poweroff -f"]);
+    let out = finish(waiter, "sandvm wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(json(&stdout)["reason"], "guest-powered-off", "{stdout}");
+    // The supervisor records the exit a moment after QEMU is gone.
+    let recorded = eventually(Duration::from_secs(30), || {
+        json(&env.ok(&["status", "d1", "--json"]))["exit"]["reason"] == "guest-powered-off"
+    });
+    let st = json(&env.ok(&["status", "d1", "--json"]));
+    assert!(recorded, "{st}");
+    assert_eq!(st["state"], "stopped", "{st}");
+    env.ok(&["stop", "d1"]);
+    env.assert_clean();
+}
