@@ -14,6 +14,10 @@
 #                        info block, second MBR, partition): on a QEMU nvdimm the
 #                        guest sees an fsdax /dev/pmem0 whose /dev/pmem0p1 is the
 #                        ext4, and `-o dax` works (root=/dev/pmem0p1)
+#   boot-disk.img        a whole bootable disk holding the same guest, for a
+#                        config with an image and no kernel (Nomad's image_path):
+#                        syslinux's MBR, one FAT16 partition with SYSLINUX, the
+#                        kernel, the initramfs and a syslinux.cfg (see below)
 #   sandvm-agent         the guest agent (static, stripped), also installed as
 #                        /sbin/sandvm-agent in the initramfs and the root images
 #   manifest             sizes and sha256 of the above, written last
@@ -49,6 +53,7 @@ KERNEL_PKG=${KERNEL_PKG:-linux-image-cloud-amd64}
 ROOTFS_MIB=${ROOTFS_MIB:-64}
 OUTPUTS=(vmlinuz kernel-version initramfs.cpio.gz rootfs.ext4 rootfs-dax.img manifest)
 AGENT_TARGET=x86_64-unknown-linux-gnu
+OUTPUTS+=(boot-disk.img)
 
 log() { echo "build-guest: $*" >&2; }
 die() { echo "build-guest: error: $*" >&2; exit 1; }
@@ -120,6 +125,12 @@ SUDO=""
 for t in apt-get apt-cache dpkg-deb depmod cpio gzip mkfs.ext4 flock awk find; do
   command -v "$t" >/dev/null 2>&1 || die "missing tool '$t' (run 'make setup')"
 done
+# the whole-disk image (boot-disk.img): syslinux, dosfstools, mtools
+for t in syslinux mkfs.vfat mcopy; do
+  command -v "$t" >/dev/null 2>&1 || die "missing tool '$t' (run 'make setup')"
+done
+SYSLINUX_MBR=/usr/lib/syslinux/mbr/mbr.bin
+[ -f "$SYSLINUX_MBR" ] || die "missing $SYSLINUX_MBR (syslinux-common; run 'make setup')"
 [ -f "$GUEST_SRC/init" ] || die "missing $GUEST_SRC/init"
 [ -f "$GUEST_SRC/modules" ] || die "missing $GUEST_SRC/modules"
 
@@ -367,6 +378,45 @@ dd if="$TMP/rootfs.ext4" of="$TMP/rootfs-dax.img" bs=1M seek=3 conv=notrunc,spar
 
 cp "$KX/boot/vmlinuz-$KVER" "$TMP/vmlinuz"
 echo "$KVER" > "$TMP/kernel-version"
+
+# ---------------------------------------------------------------- whole bootable disk
+# boot-disk.img, for a config with `image` and no `kernel`: the firmware
+# (SeaBIOS) runs syslinux's MBR, which runs the active partition's boot sector
+# (SYSLINUX on FAT16), which loads the same kernel and initramfs with the test
+# guest's console arguments. No loop mount: mkfs.vfat and mcopy work on the
+# partition image, `syslinux --offset` installs into the disk image itself.
+#   0      MBR: syslinux mbr.bin, partition 1 active, type 0x0e (FAT16 LBA)
+#   1 MiB  the FAT16 file system: ldlinux.sys, ldlinux.c32, syslinux.cfg,
+#          vmlinuz, initrd.gz
+BOOT_APPEND="console=hvc0 quiet panic=1 tsc=reliable no_timer_check rcupdate.rcu_expedited=1 i8042.direct=1 i8042.dumbkbd=1 i8042.nopnp=1 i8042.noaux=1 noreplace-smp reboot=k cryptomgr.notests net.ifnames=0"
+write_boot_mbr() { # FILE START_LBA SECTORS: syslinux's MBR code, one active FAT16 LBA partition
+  dd if="$SYSLINUX_MBR" of="$1" bs=440 count=1 conv=notrunc status=none
+  {
+    printf "$(le $((0x53564d42)) 4)\\0\\0"              # disk signature "BMVS", reserved
+    printf '\200\376\377\377\016\376\377\377'              # active, CHS n/a, type 0x0e, CHS n/a
+    printf "$(le "$2" 4)$(le "$3" 4)"                    # first LBA, sector count
+    head -c 48 /dev/zero                                 # partitions 2-4
+    printf '\125\252'                                    # 0x55 0xAA
+  } | dd of="$1" bs=1 seek=440 conv=notrunc status=none
+}
+make_boot_disk() { # KERNEL INITRD OUTPUT
+  local part=$TMP/boot-part.img mib t0=$SECONDS
+  mib=$(( ($(stat -c %s "$1") + $(stat -c %s "$2")) / MiB + 8 ))
+  [ "$mib" -ge 32 ] || mib=32
+  printf 'DEFAULT sandvm\nPROMPT 0\nTIMEOUT 0\nLABEL sandvm\n  LINUX /vmlinuz\n  INITRD /initrd.gz\n  APPEND %s\n' \
+    "$BOOT_APPEND" > "$TMP/syslinux.cfg"
+  mkfs.vfat -F 16 -n SANDVMBOOT -C "$part" $((mib * 1024)) >/dev/null || die "mkfs.vfat failed"
+  mcopy -i "$part" "$1" ::/vmlinuz || die "mcopy vmlinuz failed"
+  mcopy -i "$part" "$2" ::/initrd.gz || die "mcopy initrd failed"
+  mcopy -i "$part" "$TMP/syslinux.cfg" ::/syslinux.cfg || die "mcopy syslinux.cfg failed"
+  truncate -s $(( (mib + 1) * MiB )) "$3"
+  dd if="$part" of="$3" bs=1M seek=1 conv=notrunc,sparse status=none
+  rm -f "$part"
+  syslinux --offset "$MiB" --install "$3" || die "syslinux --install failed"
+  write_boot_mbr "$3" $((MiB / 512)) $((mib * MiB / 512))
+  log "boot-disk.img: $(stat -c %s "$3") bytes in $((SECONDS - t0)) s"
+}
+make_boot_disk "$TMP/vmlinuz" "$TMP/initramfs.cpio.gz" "$TMP/boot-disk.img"
 cp "$KCONFIG" "$TMP/kernel-config"
 printf '%s\n' "${ORDER[@]}" > "$TMP/modules-loaded"
 printf '%s\n' "${BUILTIN_LIST[@]}" > "$TMP/modules-builtin"
@@ -376,13 +426,13 @@ printf '%s\n' "${BUILTIN_LIST[@]}" > "$TMP/modules-builtin"
   echo "kernel-package $(basename "$kdeb")"
   echo "busybox-package $(basename "$bbdeb")"
   echo "kernel-version $KVER"
-  for f in vmlinuz initramfs.cpio.gz rootfs.ext4 rootfs-dax.img ${AGENT:+sandvm-agent}; do
+  for f in vmlinuz initramfs.cpio.gz rootfs.ext4 rootfs-dax.img boot-disk.img ${AGENT:+sandvm-agent}; do
     echo "$f $(stat -c %s "$TMP/$f") $(sha256sum "$TMP/$f" | cut -d' ' -f1)"
   done
 } > "$TMP/manifest"
 
 # ---------------------------------------------------------------- install (atomic renames)
-for f in kernel-config modules-loaded modules-builtin vmlinuz kernel-version initramfs.cpio.gz rootfs.ext4 rootfs-dax.img ${AGENT:+sandvm-agent} manifest; do
+for f in kernel-config modules-loaded modules-builtin vmlinuz kernel-version initramfs.cpio.gz rootfs.ext4 rootfs-dax.img boot-disk.img ${AGENT:+sandvm-agent} manifest; do
   mv -f "$TMP/$f" "$OUT/$f"
 done
 
@@ -404,4 +454,6 @@ if [ -s "$OUT/vmlinuz-noinitrd.release" ]; then
   echo "  no initrd:     -kernel vmlinuz-noinitrd ($(cat "$OUT/vmlinuz-noinitrd.release")) and the root image alone, with the"
   echo "                 same root= (nvdimm) or root=/dev/vda1 ro (rootfs-dax.img on a virtio-blk disk)"
 fi
+echo "  whole disk:    boot-disk.img ($(stat -c %s "$OUT/boot-disk.img") bytes) as a virtio-blk disk with bootindex=0,"
+echo "                 no -kernel: SeaBIOS -> syslinux -> the same kernel and initramfs"
 exit 0

@@ -66,16 +66,19 @@ step_done() { echo "setup: $1 done in $(($(date +%s) - STEP_T0)) s"; }
 # ------------------------------------------------------------------ apt
 BACKPORTS=/etc/apt/sources.list.d/bookworm-backports.sources
 # apt-base: build tools (libclang and clang for -sys crates' bindgen, pkg-config), build the
-# guest (cpio, e2fsprogs, busybox, kmod), build virtiofsd (libseccomp, libcap-ng).
+# guest (cpio, e2fsprogs, busybox, kmod; its whole bootable disk: syslinux and its
+# MBR in syslinux-common, dosfstools, mtools), build virtiofsd (libseccomp, libcap-ng).
 PKGS_BASE="libclang-dev clang pkg-config cpio e2fsprogs busybox-static kmod procps libseccomp-dev libcap-ng-dev"
+PKGS_BASE="$PKGS_BASE syslinux syslinux-common dosfstools mtools"
 QEMU_BASE="qemu-system-x86 qemu-utils"
 QEMU_BASE_BINS="qemu-system-x86_64"
 # apt-extra: the tests' TPM, UEFI, tap and netns tools, nydusd's build (cmake), the
-# bench venv; containerd, runc and the CNI plugins for the container tests; the
-# no-initrd guest kernel that `make guest` builds (Debian's kernel source and what
-# building it takes; `make run` skips that kernel).
+# bench venv; containerd, runc and the CNI plugins for the container tests; gcc and
+# static libc for the UDP forward test's echo server; the no-initrd guest kernel
+# that `make guest` builds (Debian's kernel source and what building it takes;
+# `make run` skips that kernel).
 PKGS_EXTRA="swtpm swtpm-tools cmake ovmf iproute2 python3-venv containerd runc containernetworking-plugins protobuf-compiler
-  linux-source-6.1 gcc make bc flex bison libelf-dev xz-utils"
+  gcc libc6-dev linux-source-6.1 make bc flex bison libelf-dev xz-utils"
 QEMU_EXTRA="qemu-system-arm qemu-system-ppc qemu-system-s390x"
 QEMU_EXTRA_BINS="qemu-system-aarch64 qemu-system-ppc64 qemu-system-s390x"
 

@@ -34,9 +34,50 @@ fn initrd_boot_console_status_and_stop_from_separate_processes() {
     assert_eq!(list[0]["id"], "a1");
 
     env.ok(&["stop", "a1"]);
-    assert!(!std::path::Path::new(&format!("/proc/{pid}/exe")).exists() || !process_alive(pid));
+    assert!(!process_alive(pid), "QEMU {pid} survived the stop");
     // Idempotent.
     env.ok(&["stop", "a1"]);
+    env.assert_clean();
+}
+
+/// What the test guest's init prints when its ACPI power button is pressed.
+const POWER_BUTTON: &str = "sandvm-init: ACPI power button: powering off";
+
+#[test]
+fn graceful_stop_is_a_powerdown_the_guest_answers_before_any_signal() {
+    let env = Env::new("graceful");
+    let cfg = env.config("g.toml", "");
+    env.boot(&cfg, "g1");
+    let pid = env.qemu_pid("g1");
+    // Hold the console until QEMU closes it: what the guest says going down.
+    let mut console =
+        std::os::unix::net::UnixStream::connect(env.root.join("g1/console.sock")).unwrap();
+    console
+        .set_read_timeout(Some(Duration::from_secs(300)))
+        .unwrap();
+    let said = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut console, &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    // A grace far beyond any boot here: a fallback to a signal is the
+    // guest's failure, not the host's load.
+    let r = json(&env.ok(&["stop", "g1", "--grace", "120", "--json"]));
+    assert_eq!(
+        r["outcome"], "graceful",
+        "QEMU did not exit before a signal: {r}"
+    );
+    assert_eq!(r["shutdown"]["guest"], true, "not guest-initiated: {r}");
+    assert_eq!(r["shutdown"]["reason"], "guest-shutdown", "{r}");
+    let said = said.join().unwrap();
+    assert!(
+        said.contains(POWER_BUTTON),
+        "the guest never saw the power button; its console:\n{said}"
+    );
+    assert!(!process_alive(pid));
+    // A second stop finds nothing to stop, and says so.
+    let again = json(&env.ok(&["stop", "g1", "--json"]));
+    assert_eq!(again["outcome"], "not-running", "{again}");
     env.assert_clean();
 }
 
@@ -119,10 +160,9 @@ fn start_wait_returns_once_the_guest_is_up_or_says_why_not() {
     let cfg = cfg.to_str().unwrap();
     env.ok(&["create", "--config", cfg, "--id", "w1"]);
     let t = json(&env.ok(&["start", "w1", "--wait", "--json"]));
-    assert!(
-        t["guest_ready_ms"].as_f64() > t["qmp_ready_ms"].as_f64(),
-        "{t}"
-    );
+    // Both present (an absent one compares as None, which any number beats).
+    let ms = |k: &str| t[k].as_f64().unwrap_or_else(|| panic!("no {k} in {t}"));
+    assert!(ms("guest_ready_ms") > ms("qmp_ready_ms"), "{t}");
     // The ready line it saw reached the console log too (QEMU's log of the
     // console may trail the socket a moment); a 0 s wait below proves the
     // wait itself.
@@ -272,36 +312,21 @@ fn two_processes_on_one_id_one_wins() {
     let env = Env::new("race");
     let cfg = env.config("c.toml", "");
     let c = cfg.to_str().unwrap();
-    let a = std::process::Command::new(sandvm_bin())
-        .args([
-            "--state-dir",
-            env.root.to_str().unwrap(),
-            "create",
-            "--config",
-            c,
-            "--id",
-            "same",
-        ])
-        .spawn()
-        .unwrap();
+    let a = env.spawn(&["create", "--config", c, "--id", "same"]);
     let b = env.sandvm(&["create", "--config", c, "--id", "same"]);
-    let a = a.wait_with_output().unwrap();
+    let a = finish(a, "sandvm create");
     let wins = [a.status.success(), b.status.success()]
         .iter()
         .filter(|x| **x)
         .count();
     assert_eq!(wins, 1, "exactly one create wins");
-    let loser = if b.status.success() {
-        String::new()
-    } else {
-        String::from_utf8_lossy(&b.stderr).into_owned()
-    };
-    if !loser.is_empty() {
-        assert!(
-            loser.contains("already exists") || loser.contains("busy"),
-            "{loser}"
-        );
-    }
+    // Whichever lost says why.
+    let loser = if a.status.success() { &b } else { &a };
+    let why = String::from_utf8_lossy(&loser.stderr);
+    assert!(
+        why.contains("already exists") || why.contains("busy"),
+        "{why}"
+    );
     env.ok(&["stop", "same"]);
     env.assert_clean();
 }

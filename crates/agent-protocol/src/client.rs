@@ -378,6 +378,8 @@ mod tests {
     #[tokio::test]
     async fn serial_sync_skips_stale_bytes_and_other_nonces() {
         let (mut host, mut guest) = tokio::io::duplex(4096);
+        let (stale_sent, stale_seen) = tokio::sync::oneshot::channel();
+        let (release_tx, release) = tokio::sync::oneshot::channel::<()>();
         let g = tokio::spawn(async move {
             let mut scan = LineScanner::new(SYNC_PREFIX);
             let mut buf = [0u8; 256];
@@ -393,10 +395,22 @@ mod tests {
                 .await
                 .unwrap();
             guest.write_all(&sync_ok_line("someoneelse")).await.unwrap();
+            stale_sent.send(()).unwrap();
+            release.await.unwrap();
             guest.write_all(&sync_ok_line(&nonce)).await.unwrap();
             guest
         });
-        serial_sync(&mut host, "test").await.unwrap();
+        let sync = serial_sync(&mut host, "test");
+        tokio::pin!(sync);
+        // Stale bytes and another session's reply are there: no sync yet.
+        tokio::select! {
+            r = &mut sync => panic!("synced on a stale or foreign reply: {r:?}"),
+            seen = stale_seen => seen.unwrap(),
+        }
+        let early = tokio::time::timeout(std::time::Duration::from_millis(200), &mut sync).await;
+        assert!(early.is_err(), "synced on a foreign nonce: {early:?}");
+        release_tx.send(()).unwrap();
+        sync.await.unwrap();
         drop(g.await.unwrap());
     }
 

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use runtime::config;
 use runtime::{
     DEFAULT_START_TIMEOUT, DeviceSpec, ExitReason, Hypervisor, HypervisorError, Qemu, StateError,
-    StateRoot, StopMode, Supervision, TemplateRole, factory,
+    StateRoot, StopMode, StopOutcome, Supervision, TemplateRole, factory,
 };
 use serde_json::json;
 use std::path::Path;
@@ -130,7 +130,12 @@ pub async fn dispatch(cmd: Cmd, root: StateRoot) -> Result<ExitCode> {
             )
             .await
         }
-        Cmd::Stop { id, force, grace } => stop(&root, &id, force, grace).await,
+        Cmd::Stop {
+            id,
+            force,
+            grace,
+            json,
+        } => stop(&root, &id, force, grace, json).await,
         Cmd::Pause { id } => {
             Qemu::attach(root, &id).await?.pause_vm().await?;
             Ok(ExitCode::SUCCESS)
@@ -240,24 +245,36 @@ async fn attach_when_free(root: &StateRoot, id: &str) -> Result<Qemu, Hypervisor
     }
 }
 
-async fn stop(root: &StateRoot, id: &str, force: bool, grace: Option<u64>) -> Result<ExitCode> {
-    match attach_when_free(root, id).await {
+async fn stop(
+    root: &StateRoot,
+    id: &str,
+    force: bool,
+    grace: Option<u64>,
+    json: bool,
+) -> Result<ExitCode> {
+    let v = match attach_when_free(root, id).await {
         Ok(q) => {
             let mode = match (force, grace) {
                 (true, _) => StopMode::Force,
                 (false, Some(g)) => StopMode::Graceful(Duration::from_secs(g)),
                 (false, None) => q.graceful_mode(),
             };
-            q.stop_with(mode).await?;
+            let r = q.stop_with(mode).await?;
+            json!({ "id": id, "outcome": r.outcome, "ms": round(r.ms), "shutdown": r.shutdown })
         }
         Err(HypervisorError::State(StateError::NotFound { .. })) => {
             // Idempotent: nothing to stop.
+            json!({ "id": id, "outcome": StopOutcome::NotRunning, "ms": 0.0, "shutdown": null })
         }
         Err(HypervisorError::State(e @ StateError::Corrupt { .. })) if force => {
             tracing::warn!("{e}; cleaning up by pid");
             Qemu::force_cleanup(root, id).await?;
+            json!({ "id": id, "outcome": StopOutcome::Killed, "ms": null, "shutdown": null })
         }
         Err(e) => return Err(e.into()),
+    };
+    if json {
+        println!("{v}");
     }
     Ok(ExitCode::SUCCESS)
 }

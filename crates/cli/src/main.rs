@@ -161,6 +161,11 @@ enum Cmd {
         /// (default: the config's graceful_shutdown_timeout).
         #[arg(long)]
         grace: Option<u64>,
+        /// Print how QEMU ended as one JSON line: `outcome` (graceful,
+        /// terminated, killed, exited, not-running), `ms`, and `shutdown`
+        /// (QEMU's SHUTDOWN event after the powerdown).
+        #[arg(long)]
+        json: bool,
     },
     /// Pause a running sandbox.
     Pause {

@@ -128,13 +128,26 @@ impl fmt::Display for StopOutcome {
     }
 }
 
+/// QEMU's `SHUTDOWN` event, as a graceful stop saw it before QEMU exited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShutdownSeen {
+    /// Whether the guest initiated the shutdown (the event's `guest`).
+    pub guest: bool,
+    /// QEMU's reason: `guest-shutdown` when the guest powered itself off.
+    pub reason: String,
+}
+
 /// What a stop did.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct StopReport {
     /// How QEMU ended.
     pub outcome: StopOutcome,
     /// Milliseconds from the stop call until QEMU was gone.
     pub ms: f64,
+    /// After an ACPI powerdown: QEMU's `SHUTDOWN` event, when it sent one
+    /// before it exited (`guest: true, reason: "guest-shutdown"` when the
+    /// guest answered the power button by powering off).
+    pub shutdown: Option<ShutdownSeen>,
 }
 
 /// What a backend can do, for the configured machine.

@@ -39,6 +39,8 @@ pub struct VirtioBlk {
     pub logical_block_size: Option<u32>,
     /// `physical_block_size=`, bytes.
     pub physical_block_size: Option<u32>,
+    /// `bootindex=`: the firmware's boot order (0 first).
+    pub bootindex: Option<u32>,
 }
 
 impl VirtioBlk {
@@ -61,7 +63,8 @@ impl VirtioBlk {
         .opt("iothread", self.iothread.as_deref())
         .opt("serial", self.serial.as_deref())
         .opt_num("logical_block_size", self.logical_block_size)
-        .opt_num("physical_block_size", self.physical_block_size);
+        .opt_num("physical_block_size", self.physical_block_size)
+        .opt_num("bootindex", self.bootindex);
         tail(
             l,
             self.devno.as_deref(),

@@ -249,6 +249,13 @@ fn locate(text: &str, span: Option<std::ops::Range<usize>>) -> (usize, String) {
 }
 
 impl HypervisorConfig {
+    /// Whether the firmware boots `image` as a whole disk (no `kernel`:
+    /// Nomad's `image_path`); the config check allows it only with an image
+    /// on x86_64 q35.
+    pub fn disk_boot(&self) -> bool {
+        self.kernel.is_none() && self.image.is_some()
+    }
+
     /// Refuse keys whose feature this build does not implement yet, naming the
     /// key, so that no feature in a config is silently ignored.
     pub fn check_supported(&self) -> Result<(), ConfigError> {
@@ -281,11 +288,10 @@ impl HypervisorConfig {
     /// image, firmware, pflashes, the daemon, swtpm). Run before a VM is created.
     pub fn check_assets(&self) -> Result<(), ConfigError> {
         let file = self.source.display().to_string();
-        let mut need: Vec<(String, &PathBuf)> = vec![
-            ("hypervisor.qemu.path".into(), &self.qemu_path),
-            ("hypervisor.qemu.kernel".into(), &self.kernel),
-        ];
+        let mut need: Vec<(String, &PathBuf)> =
+            vec![("hypervisor.qemu.path".into(), &self.qemu_path)];
         let opts = [
+            ("kernel", &self.kernel),
             ("initrd", &self.initrd),
             ("image", &self.image),
             ("firmware", &self.firmware),

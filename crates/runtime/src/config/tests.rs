@@ -47,7 +47,7 @@ fn relative_paths_resolve_against_the_config_folder() {
     ))
     .unwrap()
     .config;
-    assert_eq!(c.kernel, PathBuf::from("/etc/sandvm/vmlinuz"));
+    assert_eq!(c.kernel, Some(PathBuf::from("/etc/sandvm/vmlinuz")));
     assert_eq!(
         c.initrd,
         Some(PathBuf::from("/etc/sandvm/../build/initrd.img"))
@@ -122,6 +122,32 @@ fn bad_values_name_their_key() {
             other => panic!("for {body:?}: {other:?}"),
         }
         assert!(e.to_string().contains(key), "{e}");
+    }
+}
+
+#[test]
+fn an_image_without_a_kernel_is_a_whole_disk_boot_on_q35_only() {
+    let c = parse("[hypervisor.qemu]\nimage = \"disk.img\"\nshared_fs = \"none\"\n")
+        .unwrap()
+        .config;
+    assert!(c.disk_boot());
+    assert_eq!(c.kernel, None);
+    assert_eq!(c.image, Some(PathBuf::from("/etc/sandvm/disk.img")));
+    // What cannot apply without a kernel is refused by name.
+    for (extra, key) in [
+        ("initrd = \"i.img\"", "hypervisor.qemu.initrd"),
+        ("kernel_params = \"quiet\"", "hypervisor.qemu.kernel_params"),
+        ("rootfs_type = \"xfs\"", "hypervisor.qemu.rootfs_type"),
+        ("machine_type = \"microvm\"", "hypervisor.qemu.kernel"),
+        ("guest_arch = \"aarch64\"", "hypervisor.qemu.kernel"),
+    ] {
+        let e = err_of(&format!(
+            "[hypervisor.qemu]\nimage = \"disk.img\"\nshared_fs = \"none\"\n{extra}\n"
+        ));
+        assert!(
+            matches!(&e, ConfigError::Invalid { key: k, .. } if k == key),
+            "{extra}: {e}"
+        );
     }
 }
 

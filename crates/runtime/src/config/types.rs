@@ -238,11 +238,12 @@ pub struct HypervisorConfig {
     pub source: PathBuf,
     /// QEMU binary.
     pub qemu_path: PathBuf,
-    /// Guest kernel.
-    pub kernel: PathBuf,
+    /// Guest kernel; `None` boots `image` as a whole disk through the
+    /// firmware (see [`HypervisorConfig::disk_boot`]).
+    pub kernel: Option<PathBuf>,
     /// Guest initrd.
     pub initrd: Option<PathBuf>,
-    /// Guest root image.
+    /// Guest root image; with no kernel, the disk the firmware boots.
     pub image: Option<PathBuf>,
     /// Firmware.
     pub firmware: Option<PathBuf>,

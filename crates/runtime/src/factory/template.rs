@@ -48,8 +48,8 @@ pub struct TemplateMeta {
     pub max_vcpus: u32,
     /// Machine type.
     pub machine_type: String,
-    /// Guest kernel.
-    pub kernel: PathBuf,
+    /// Guest kernel (none: a whole-disk boot).
+    pub kernel: Option<PathBuf>,
     /// Guest initrd.
     pub initrd: Option<PathBuf>,
     /// QEMU binary.
@@ -276,17 +276,24 @@ pub fn check_clone(cfg: &HypervisorConfig) -> Result<Option<TemplateRole>> {
                 "{} {} {}",
                 meta.qemu_path.display(),
                 meta.machine_type,
-                meta.kernel.display()
+                shown(&meta.kernel)
             ),
             format!(
                 "{} {} {}",
                 want.qemu_path.display(),
                 want.machine_type,
-                want.kernel.display()
+                shown(&want.kernel)
             ),
         );
     }
     Ok(Some(TemplateRole::Clone))
+}
+
+/// A kernel path for a message; `(no kernel)` for a whole-disk boot.
+fn shown(kernel: &Option<PathBuf>) -> String {
+    kernel
+        .as_ref()
+        .map_or_else(|| "(no kernel)".to_string(), |k| k.display().to_string())
 }
 
 /// The options that create a sandbox of `cfg`: a clone of the template

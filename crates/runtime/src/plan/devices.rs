@@ -161,7 +161,8 @@ fn console(qc: &mut Config, cfg: &HypervisorConfig, dir: &Path, t: Transport, de
 }
 
 /// The root image: on an nvdimm (DAX where the arch has it), or a
-/// read-only disk, the guest's first (`/dev/vda`), as Kata attaches it.
+/// read-only disk, the guest's first (`/dev/vda`), as Kata attaches it;
+/// without a kernel, the disk the firmware boots (`bootindex=0`).
 fn root_image(qc: &mut Config, cfg: &HypervisorConfig, layout: &Layout, devno: &mut Devno) {
     let Some(image) = &cfg.image else {
         return;
@@ -193,6 +194,7 @@ fn root_image(qc: &mut Config, cfg: &HypervisorConfig, layout: &Layout, devno: &
         transport: t,
         id: format!("{ROOT_DISK_ID}-dev"),
         drive: ROOT_DISK_ID.into(),
+        bootindex: cfg.disk_boot().then_some(0),
         devno: devno.next(t),
         iommu_platform: cfg.iommu_platform,
         ..Default::default()

@@ -6,9 +6,10 @@ use super::Layout;
 use super::arch::{ArchLayout, ArchPolicy};
 use crate::config::HypervisorConfig;
 
-/// Whether the image goes on nvdimm on this arch and config.
+/// Whether the image goes on nvdimm on this arch and config (never a disk
+/// the firmware boots).
 pub fn image_on_nvdimm(cfg: &HypervisorConfig, arch: &ArchLayout) -> bool {
-    cfg.image.is_some() && !cfg.disable_image_nvdimm && arch.has_nvdimm()
+    cfg.image.is_some() && !cfg.disk_boot() && !cfg.disable_image_nvdimm && arch.has_nvdimm()
 }
 
 /// The kernel command line: arch, console, root, generic, then the user's (last wins).

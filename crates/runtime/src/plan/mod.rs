@@ -181,8 +181,9 @@ pub fn plan(inp: &PlanInput<'_>) -> Result<Config, PlanError> {
         qc.objects.push(o);
         qc.machine = qc.machine.clone().memory_backend(memory::MEM_BACKEND_ID);
     }
-    qc.kernel = Some(Kernel {
-        path: s(&cfg.kernel),
+    // Without a kernel the firmware boots the image (the boot disk).
+    qc.kernel = cfg.kernel.as_deref().map(|k| Kernel {
+        path: s(k),
         initrd: cfg.initrd.as_deref().map(s),
         append: Some(kernel::params(cfg, inp.layout, &policy)),
     });

@@ -714,3 +714,34 @@ fn nested_bridges_add_the_root_port_to_the_pci_path() {
     };
     assert_eq!(bridges::pci_path(&layout, &s), "02/00/05");
 }
+
+#[test]
+fn an_image_without_a_kernel_is_the_boot_disk_and_no_kernel_is_loaded() {
+    let body =
+        "[hypervisor.qemu]\nimage = \"/disk.img\"\nshared_fs = \"none\"\ndefault_memory = 512\n";
+    let c = parse_str(Path::new("/etc/sandvm/t.toml"), body, &HOST)
+        .unwrap()
+        .config;
+    let q = planned_for_test(&c, Accel::Tcg, Some(64 << 20));
+    assert!(q.kernel.is_none(), "{:?}", q.kernel);
+    let args = q.to_args();
+    for flag in ["-kernel", "-initrd", "-append"] {
+        assert!(!args.iter().any(|a| a == flag), "{flag} in {args:?}");
+    }
+    // Not an nvdimm: a read-only virtio-blk disk the firmware boots first.
+    assert!(!args.iter().any(|a| a.starts_with("nvdimm")), "{args:?}");
+    let drive = args
+        .iter()
+        .find(|a| a.contains("file=/disk.img"))
+        .unwrap_or_else(|| panic!("no drive for the image: {args:?}"));
+    assert!(drive.contains("readonly=on"), "{drive}");
+    let dev = args
+        .iter()
+        .find(|a| a.starts_with("virtio-blk-pci,") && a.contains("drive=rootdisk"))
+        .unwrap_or_else(|| panic!("no boot disk: {args:?}"));
+    assert!(dev.contains("bootindex=0"), "{dev}");
+    // With a kernel, the same image is the nvdimm root and boots nothing.
+    let with_kernel = cfg("image = \"/disk.img\"");
+    let args = planned_for_test(&with_kernel, Accel::Tcg, Some(64 << 20)).to_args();
+    assert!(!args.iter().any(|a| a.contains("bootindex")), "{args:?}");
+}

@@ -10,10 +10,11 @@ use crate::error::{HypervisorError, Result};
 use crate::host::{accel, process};
 use crate::plan::{self, Layout, PlanInput};
 use crate::state::files;
-use crate::types::{CreateOptions, StartReport, StopOutcome, StopReport, VmState};
+use crate::types::{CreateOptions, ShutdownSeen, StartReport, StopOutcome, StopReport, VmState};
 use nix::sys::signal::Signal;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
 use tracing::{info, warn};
 
 /// How long `stop_vm` waits after `system_powerdown` before SIGTERM, when
@@ -289,13 +290,16 @@ impl Core {
             return Ok(StopReport {
                 outcome: StopOutcome::NotRunning,
                 ms: 0.0,
+                shutdown: None,
             });
         };
         let _ = std::fs::write(dir.file(STOPPING), b"");
-        let outcome = match self.live_pid() {
+        let (outcome, shutdown) = match self.live_pid() {
             Some(pid) => self.end_qemu(pid, mode).await?,
-            None if self.state.as_ref().is_some_and(|s| s.pid.is_some()) => StopOutcome::Exited,
-            None => StopOutcome::NotRunning,
+            None if self.state.as_ref().is_some_and(|s| s.pid.is_some()) => {
+                (StopOutcome::Exited, None)
+            }
+            None => (StopOutcome::NotRunning, None),
         };
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         self.qmp = None;
@@ -313,39 +317,65 @@ impl Core {
         if let Some(dir) = self.dir.take() {
             dir.remove()?;
         }
-        Ok(StopReport { outcome, ms })
+        Ok(StopReport {
+            outcome,
+            ms,
+            shutdown,
+        })
     }
 
-    /// End QEMU `pid` as `mode` says; how it ended.
-    async fn end_qemu(&mut self, pid: i32, mode: StopMode) -> Result<StopOutcome> {
+    /// End QEMU `pid` as `mode` says; how it ended and, after a powerdown
+    /// it answered, QEMU's `SHUTDOWN` event.
+    async fn end_qemu(
+        &mut self,
+        pid: i32,
+        mode: StopMode,
+    ) -> Result<(StopOutcome, Option<ShutdownSeen>)> {
         let t0 = Instant::now();
+        let mut shutdown = None;
         let exited = match mode {
             StopMode::Force => None,
             StopMode::WaitOnly(grace) => process::wait_exit(pid, grace)
                 .await
                 .then_some(StopOutcome::Exited),
-            StopMode::Graceful(grace) => {
-                let asked = match self.qmp().await {
-                    Ok(c) => c
-                        .execute_with_timeout("system_powerdown", None, QMP_TIMEOUT)
-                        .await
-                        .map_err(|e| warn!(error = %e, "system_powerdown failed"))
-                        .is_ok(),
-                    Err(e) => {
-                        warn!(error = %e, "no QMP for a graceful stop");
-                        false
-                    }
-                };
-                (asked && process::wait_exit(pid, grace).await).then_some(StopOutcome::Graceful)
-            }
+            StopMode::Graceful(grace) => match self.powerdown().await {
+                Some(mut events) if process::wait_exit(pid, grace).await => {
+                    shutdown = shutdown_event(&mut events).await;
+                    Some(StopOutcome::Graceful)
+                }
+                _ => None,
+            },
         };
         self.qmp = None;
         let outcome = match exited {
             Some(o) => o,
             None => kill(pid, mode).await?,
         };
-        info!(pid, ms = t0.elapsed().as_millis() as u64, %outcome, "QEMU stopped");
-        Ok(outcome)
+        info!(pid, ms = t0.elapsed().as_millis() as u64, %outcome, ?shutdown, "QEMU stopped");
+        Ok((outcome, shutdown))
+    }
+
+    /// Press the ACPI power button (`system_powerdown`); QEMU's events from
+    /// just before the press, or `None` when it could not be pressed.
+    async fn powerdown(&mut self) -> Option<broadcast::Receiver<qmp::Event>> {
+        let c = match self.qmp().await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "no QMP for a graceful stop");
+                return None;
+            }
+        };
+        let events = c.events();
+        match c
+            .execute_with_timeout("system_powerdown", None, QMP_TIMEOUT)
+            .await
+        {
+            Ok(_) => Some(events),
+            Err(e) => {
+                warn!(error = %e, "system_powerdown failed");
+                None
+            }
+        }
     }
 
     /// The stop mode the config asks for: ACPI powerdown with the
@@ -397,6 +427,27 @@ impl Core {
             .map_err(HypervisorError::qmp("cont"))?;
         self.set_state(VmState::Running)
     }
+}
+
+/// The `SHUTDOWN` event among QEMU's `events`, read until the connection
+/// closes (QEMU has exited: everything it sent is there), at most
+/// [`QMP_TIMEOUT`].
+async fn shutdown_event(events: &mut broadcast::Receiver<qmp::Event>) -> Option<ShutdownSeen> {
+    let find = async {
+        loop {
+            match events.recv().await {
+                Ok(ev) if ev.name == "SHUTDOWN" => {
+                    return Some(ShutdownSeen {
+                        guest: ev.data.get("guest").and_then(|g| g.as_bool()) == Some(true),
+                        reason: ev.data_str("reason").unwrap_or_default().to_string(),
+                    });
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    };
+    tokio::time::timeout(QMP_TIMEOUT, find).await.ok().flatten()
 }
 
 /// SIGTERM then SIGKILL (or SIGKILL at once with [`StopMode::Force`]).

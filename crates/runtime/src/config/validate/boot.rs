@@ -13,7 +13,7 @@ use std::path::PathBuf;
 pub(super) struct Boot {
     pub guest_arch: GuestArch,
     pub qemu_path: PathBuf,
-    pub kernel: PathBuf,
+    pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
     pub image: Option<PathBuf>,
     pub firmware: Option<PathBuf>,
@@ -48,9 +48,16 @@ pub(super) fn check(cx: &Ctx<'_>, raw: &RawQemu, host: &HostInfo) -> Result<Boot
         &qemu_path,
         raw.valid_hypervisor_paths.as_deref().unwrap_or(&[]),
     )?;
-    let kernel = cx
-        .opt_path(&k("kernel"), &raw.kernel)?
-        .ok_or_else(|| cx.err(&k("kernel"), "is required"))?;
+    let kernel = cx.opt_path(&k("kernel"), &raw.kernel)?;
+    let image = cx.opt_path(&k("image"), &raw.image)?;
+    let initrd = cx.opt_path(&k("initrd"), &raw.initrd)?;
+    let kernel_params = kernel_params(cx, raw)?;
+    let machine_type = machine_type(cx, raw, guest_arch)?;
+    let rootfs_type = rootfs_type(cx, raw)?;
+    if kernel.is_none() {
+        disk_boot(cx, guest_arch, &machine_type, &image, &initrd)?;
+        no_kernel_command_line(cx, &kernel_params, rootfs_type)?;
+    }
     let firmware = cx.opt_path(&k("firmware"), &raw.firmware)?;
     let firmware_volume = cx.opt_path(&k("firmware_volume"), &raw.firmware_volume)?;
     if firmware_volume.is_some() && firmware.is_none() {
@@ -59,7 +66,6 @@ pub(super) fn check(cx: &Ctx<'_>, raw: &RawQemu, host: &HostInfo) -> Result<Boot
             "needs firmware (the OVMF code) to go with the vars template",
         ));
     }
-    let machine_type = machine_type(cx, raw, guest_arch)?;
     let mut pflashes = Vec::new();
     for (i, p) in raw.pflashes.iter().flatten().enumerate() {
         let key = format!("{}[{i}]", k("pflashes"));
@@ -74,14 +80,14 @@ pub(super) fn check(cx: &Ctx<'_>, raw: &RawQemu, host: &HostInfo) -> Result<Boot
         guest_arch,
         qemu_path,
         kernel,
-        initrd: cx.opt_path(&k("initrd"), &raw.initrd)?,
-        image: cx.opt_path(&k("image"), &raw.image)?,
+        initrd,
+        image,
         firmware,
         firmware_volume,
         machine_type,
-        rootfs_type: rootfs_type(cx, raw)?,
+        rootfs_type,
         pflashes,
-        kernel_params: kernel_params(cx, raw)?,
+        kernel_params,
         machine_accelerators: machine_accelerators(cx, raw)?,
         cpu_features: {
             let f = split_list(&raw.cpu_features, ',');
@@ -91,6 +97,58 @@ pub(super) fn check(cx: &Ctx<'_>, raw: &RawQemu, host: &HostInfo) -> Result<Boot
         accelerator: accelerator(cx, raw)?,
         allow_reboot: raw.allow_reboot.unwrap_or(false),
     })
+}
+
+/// A config without `kernel` boots its `image` as a whole disk through the
+/// firmware (Nomad's `image_path`): only where the firmware boots a disk
+/// (x86_64 q35), and with no initrd.
+fn disk_boot(
+    cx: &Ctx<'_>,
+    arch: GuestArch,
+    machine: &str,
+    image: &Option<PathBuf>,
+    initrd: &Option<PathBuf>,
+) -> Result<(), ConfigError> {
+    if image.is_none() {
+        return Err(cx.err(
+            &k("kernel"),
+            "is required, unless an image is booted as a whole disk through the firmware",
+        ));
+    }
+    if arch != GuestArch::X86_64 || machine == "microvm" {
+        return Err(cx.err(
+            &k("kernel"),
+            format!(
+                "is required on the {machine} machine ({arch}): a whole-disk boot (image, no \
+                 kernel) needs a firmware that boots a disk, x86_64 q35 (SeaBIOS or OVMF)"
+            ),
+        ));
+    }
+    if initrd.is_some() {
+        return Err(cx.err(
+            &k("initrd"),
+            "needs a kernel; a whole-disk boot (image, no kernel) loads what the disk's boot loader says",
+        ));
+    }
+    Ok(())
+}
+
+/// A whole-disk boot's kernel command line is its boot loader's: the keys
+/// that would write one are refused unless they would write nothing.
+fn no_kernel_command_line(
+    cx: &Ctx<'_>,
+    params: &[String],
+    rootfs: RootfsType,
+) -> Result<(), ConfigError> {
+    let why = "cannot apply to a whole-disk boot (image, no kernel): the disk's boot loader sets \
+               the kernel command line";
+    if !params.is_empty() {
+        return Err(cx.err(&k("kernel_params"), why));
+    }
+    if rootfs != RootfsType::Ext4 {
+        return Err(cx.err(&k("rootfs_type"), why));
+    }
+    Ok(())
 }
 
 fn machine_type(cx: &Ctx<'_>, raw: &RawQemu, arch: GuestArch) -> Result<String, ConfigError> {
