@@ -173,3 +173,32 @@ fn a_missing_namespace_is_named() {
     let msg = e.to_string();
     assert!(msg.contains("/run/netns/sandvm-no-such-ns"), "{msg}");
 }
+
+#[test]
+fn a_failed_wiring_is_named_and_undone() {
+    let ns = Ns::new("b");
+    // a link that is not a tap holds the tap's name: TUNSETIFF fails
+    ip(&[
+        "-n",
+        &ns.name,
+        "link",
+        "add",
+        "tap0_sandvm",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "svx0",
+    ]);
+    let rt = rt();
+    let e = rt.block_on(PodNetwork::setup(&ns.path())).unwrap_err();
+    let msg = sandvm_shim::error::chain(&e);
+    assert!(msg.contains("tap0_sandvm"), "{msg}");
+    let q = tc_in(&ns.name, &["qdisc", "show", "dev", "eth0"]);
+    assert!(!q.contains("ingress"), "{q}");
+    assert!(
+        ns.links().contains("tap0_sandvm"),
+        "the link that was there is kept: {}",
+        ns.links()
+    );
+}

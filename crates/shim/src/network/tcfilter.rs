@@ -70,7 +70,9 @@ async fn mirror(h: &Handle, from: (u32, &str), to: (u32, &str)) -> Result<(), Ne
         .map_err(nl(format!("add the mirred filter {} -> {}", from.1, to.1)))
 }
 
-/// Creates tap `tap` beside `ep` and mirrors the two.
+/// Creates tap `tap` beside `ep` and mirrors the two; on a failure after
+/// the tap was made, removes it and `ep`'s qdisc again (a link of that
+/// name that was there before is never touched: the open fails first).
 async fn wire(h: &Handle, ep: Endpoint, tap: String) -> Result<Wired, NetError> {
     let fd = runtime::tools::open_tap(&tap).map_err(|e| NetError::Tap {
         tap: tap.clone(),
@@ -81,6 +83,16 @@ async fn wire(h: &Handle, ep: Endpoint, tap: String) -> Result<Wired, NetError> 
         tap,
         fd: Arc::new(fd),
     };
+    match mirror_both(h, &wired).await {
+        Ok(()) => Ok(wired),
+        Err(e) => {
+            unwire(h, &wired.ep.name, &wired.tap).await;
+            Err(e)
+        }
+    }
+}
+
+async fn mirror_both(h: &Handle, wired: &Wired) -> Result<(), NetError> {
     let tap_index = index_of(h, &wired.tap)
         .await?
         .ok_or_else(|| NetError::Tap {
@@ -99,13 +111,10 @@ async fn wire(h: &Handle, ep: Endpoint, tap: String) -> Result<Wired, NetError> 
         "set {} up with mtu {}",
         wired.tap, wired.ep.mtu
     )))?;
-    let (veth, t) = (
-        (wired.ep.index, wired.ep.name.as_str()),
-        (tap_index, wired.tap.as_str()),
-    );
+    let veth = (wired.ep.index, wired.ep.name.as_str());
+    let t = (tap_index, wired.tap.as_str());
     mirror(h, veth, t).await?;
-    mirror(h, t, veth).await?;
-    Ok(wired)
+    mirror(h, t, veth).await
 }
 
 /// Wires every endpoint; on a failure undoes what was done and returns it.
@@ -123,11 +132,9 @@ pub async fn wire_all(
     }
     let mut done: Vec<Wired> = Vec::new();
     for (i, ep) in eps.into_iter().enumerate() {
-        let name = ep.name.clone();
         match wire(h, ep, tap_name(i)).await {
             Ok(w) => done.push(w),
             Err(e) => {
-                unwire(h, &name, &tap_name(i)).await;
                 for w in done.drain(..) {
                     unwire(h, &w.ep.name, &w.tap).await;
                 }
