@@ -10,19 +10,13 @@
 mod shim_support;
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::path::PathBuf;
 
 use sandvm_tests::containerd::{CTR_TIMEOUT, CriRuntime, Options};
 use sandvm_tests::cri::v1::{self, ContainerState, NamespaceMode, PodSandboxState};
-use sandvm_tests::cri::{ImageServiceClient, RuntimeServiceClient};
 use sandvm_tests::eventually;
 use sandvm_tests::oci::{PAUSE_IMAGE, TEST_IMAGE, pause_image_archive, test_image_archive};
-use shim_support::{SETTLE, SHIM_BIN, ShimEnv, guest_kernel_release, shim_config_tcg, tail};
-use tonic::transport::Channel;
-
-/// containerd's namespace for CRI's images, containers and tasks.
-const K8S_NS: &str = "k8s.io";
+use shim_support::cri::{Cri, K8S_NS, TempDir};
+use shim_support::{SETTLE, SHIM_BIN, ShimEnv, guest_kernel_release, shim_config_tcg};
 
 /// The pod's VM memory, MiB, by annotation (the shipped config says 512).
 const POD_MEMORY_MIB: u64 = 768;
@@ -30,125 +24,6 @@ const POD_MEMORY_MIB: u64 = 768;
 /// The annotation that sizes the pod's VM (the handler passes
 /// `io.katacontainers.*`; the config's `enable_annotations` allows it).
 const MEMORY_ANNOTATION: &str = "io.katacontainers.config.hypervisor.default_memory";
-
-/// A CRI client on the private containerd's socket, each call with a
-/// deadline ([`CTR_TIMEOUT`]: a VM boots slowly under TCG).
-struct Cri<'a> {
-    e: &'a ShimEnv,
-    rt: tokio::runtime::Runtime,
-    rs: RuntimeServiceClient<Channel>,
-    is: ImageServiceClient<Channel>,
-}
-
-impl<'a> Cri<'a> {
-    fn connect(e: &'a ShimEnv) -> Cri<'a> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let (rs, is) = rt
-            .block_on(sandvm_tests::cri::connect(&e.cd.address()))
-            .unwrap_or_else(|err| {
-                panic!(
-                    "cannot connect to CRI on {}: {err}",
-                    e.cd.address().display()
-                )
-            });
-        Cri { e, rt, rs, is }
-    }
-
-    /// Run one call; a gRPC error or a hang fails the test with containerd's log.
-    fn call<T, F>(&self, what: &str, f: F) -> T
-    where
-        F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    {
-        match self
-            .rt
-            .block_on(async { tokio::time::timeout(CTR_TIMEOUT, f).await })
-        {
-            Ok(Ok(r)) => r.into_inner(),
-            Ok(Err(s)) => panic!(
-                "CRI {what} failed: {:?}: {}\ncontainerd's log (last lines):\n{}",
-                s.code(),
-                s.message(),
-                tail(&self.e.cd.log(), 60)
-            ),
-            Err(_) => panic!(
-                "CRI {what} hung: no answer after {CTR_TIMEOUT:?}\ncontainerd's log (last lines):\n{}",
-                tail(&self.e.cd.log(), 60)
-            ),
-        }
-    }
-
-    fn rs(&self) -> RuntimeServiceClient<Channel> {
-        self.rs.clone()
-    }
-
-    fn container_status(&self, id: &str) -> v1::ContainerStatus {
-        let req = v1::ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: false,
-        };
-        let mut rs = self.rs();
-        self.call("ContainerStatus", rs.container_status(req))
-            .status
-            .expect("ContainerStatus has no status")
-    }
-
-    fn pod_status(&self, id: &str) -> v1::PodSandboxStatus {
-        let req = v1::PodSandboxStatusRequest {
-            pod_sandbox_id: id.into(),
-            verbose: false,
-        };
-        let mut rs = self.rs();
-        self.call("PodSandboxStatus", rs.pod_sandbox_status(req))
-            .status
-            .expect("PodSandboxStatus has no status")
-    }
-
-    /// ExecSync of `cmd` in container `id`: (exit code, stdout, stderr).
-    fn exec_sync(&self, id: &str, cmd: &[&str]) -> (i32, String, String) {
-        let req = v1::ExecSyncRequest {
-            container_id: id.into(),
-            cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            timeout: 120,
-        };
-        let mut rs = self.rs();
-        let r = self.call("ExecSync", rs.exec_sync(req));
-        (
-            r.exit_code,
-            String::from_utf8_lossy(&r.stdout).into_owned(),
-            String::from_utf8_lossy(&r.stderr).into_owned(),
-        )
-    }
-
-    /// Waits (bounded) until container `id` shows `state`.
-    fn wait_container(&self, id: &str, state: ContainerState) -> v1::ContainerStatus {
-        let ok = eventually(SETTLE, || self.container_status(id).state == state as i32);
-        let s = self.container_status(id);
-        assert!(ok, "container {id} never reached {state:?}: {s:?}");
-        s
-    }
-}
-
-/// A folder removed when the test ends, even by a panic: the handler's
-/// config must be named before containerd (and its private folder) starts.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Host network, pod IPC and PID namespaces: what a `hostNetwork: true` pod gets.
 fn host_network() -> Option<v1::NamespaceOption> {

@@ -2,6 +2,7 @@
 
 use ttrpc::Code;
 
+use crate::net::NetError;
 use crate::spec::SpecError;
 use crate::validate::InvalidInput;
 
@@ -14,6 +15,9 @@ pub enum AgentError {
     /// A bad or unsupported spec.
     #[error(transparent)]
     Spec(#[from] SpecError),
+    /// A network request (UpdateInterface, UpdateRoutes).
+    #[error(transparent)]
+    Net(#[from] NetError),
     /// Some other bad value.
     #[error("{0}")]
     Invalid(String),
@@ -72,6 +76,7 @@ impl AgentError {
             Self::Exists { .. } => Code::ALREADY_EXISTS,
             Self::State(_) => Code::FAILED_PRECONDITION,
             Self::Launch { .. } | Self::Io { .. } => Code::INTERNAL,
+            Self::Net(e) => e.code(),
         }
     }
 }

@@ -11,6 +11,7 @@ mod error;
 mod launch;
 mod logging;
 mod msg;
+mod net;
 mod process;
 mod reaper;
 mod sandbox;

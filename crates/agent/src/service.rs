@@ -12,6 +12,7 @@ use sandvm_agent_protocol::{BUILD_VERSION, MAX_READ_LEN, MAX_SPEC_LEN, PROTOCOL_
 use ttrpc::r#async::TtrpcContext;
 
 use crate::error::AgentError;
+use crate::net;
 use crate::process::Output;
 use crate::sandbox::{DEFAULT_REMOVE_TIMEOUT, Sandbox};
 use crate::spec;
@@ -309,6 +310,36 @@ impl AgentService for Service {
         }
         .await;
         done("TtyWinResize", res).map(|()| Empty::new())
+    }
+
+    async fn update_interface(&self, _: &TtrpcContext, r: UpdateInterfaceRequest) -> R<Interface> {
+        let res = async {
+            let i = r.interface.as_ref().ok_or_else(|| {
+                AgentError::Invalid("UpdateInterface without an interface".into())
+            })?;
+            let plan = net::parse::nic_plan(i)?;
+            Ok(net::apply::update_interface(&plan).await?)
+        }
+        .await;
+        done("UpdateInterface", res)
+    }
+
+    async fn update_routes(&self, _: &TtrpcContext, r: UpdateRoutesRequest) -> R<Routes> {
+        let res = async {
+            let given = r
+                .routes
+                .as_ref()
+                .map(|x| x.routes.clone())
+                .unwrap_or_default();
+            let plans = net::parse::route_plans(&given)?;
+            let routes = net::apply::update_routes(&plans, &given).await?;
+            Ok(Routes {
+                routes,
+                ..Default::default()
+            })
+        }
+        .await;
+        done("UpdateRoutes", res)
     }
 }
 

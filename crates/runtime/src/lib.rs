@@ -74,6 +74,7 @@ pub mod tools {
     };
     pub use crate::host::stats::{ProcStats, proc_stats};
     pub use crate::qemu::hotplug::cable::socketpair as cable_socketpair;
+    pub use crate::qemu::hotplug::net::open_tap;
     pub use crate::state::files;
     pub use crate::supervise::dump_file;
 

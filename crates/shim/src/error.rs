@@ -101,6 +101,15 @@ pub enum ShimError {
         #[source]
         source: AgentCallError,
     },
+    /// The pod's network (its namespace, the tap, the tc filters).
+    #[error("Sandbox {sid}: pod networking failed")]
+    Network {
+        /// The sandbox.
+        sid: String,
+        /// Why.
+        #[source]
+        source: crate::network::NetError,
+    },
     /// Opening a FIFO or another file.
     #[error("Cannot {what} {path}")]
     Io {

@@ -21,6 +21,7 @@ pub mod ids;
 pub mod io;
 pub mod logging;
 pub mod mounts;
+pub mod network;
 pub mod process;
 pub mod sandbox;
 pub mod service;

@@ -4,13 +4,17 @@
 //! VM ends by itself.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use runtime::{
-    AgentSocket, CreateOptions, ExitReason, Hypervisor, HypervisorConfig, Qemu, StateRoot, StopMode,
+    AgentSocket, CreateOptions, ExitReason, Hypervisor, HypervisorConfig, NetEndpoint, Qemu,
+    StateRoot, StopMode,
 };
-use sandvm_agent_protocol::agent::CreateSandboxRequest;
+use sandvm_agent_protocol::agent::{
+    CreateSandboxRequest, UpdateInterfaceRequest, UpdateRoutesRequest,
+};
 use sandvm_agent_protocol::agent_ttrpc::AgentServiceClient;
 use sandvm_agent_protocol::{
     AgentClient, AgentEndpoint, ConnectError, DEFAULT_CONNECT_TIMEOUT, SHARED_FS_TAG, connect, ctx,
@@ -18,6 +22,7 @@ use sandvm_agent_protocol::{
 use tokio::sync::{Mutex, watch};
 
 use crate::error::ShimError;
+use crate::network::{self, PodNetwork};
 use crate::share::{Share, blocking};
 
 /// Exit status of processes whose VM ended by itself (QEMU killed or
@@ -63,6 +68,8 @@ pub struct BootSpec {
     pub annotations: BTreeMap<String, String>,
     /// The guest's hostname ("" keeps the guest's).
     pub hostname: String,
+    /// The pod's network namespace (`None`: host network, no NIC).
+    pub netns: Option<PathBuf>,
 }
 
 /// A running sandbox.
@@ -80,6 +87,7 @@ pub struct Sandbox {
     /// `Some(status)` once the VM is gone: the status its processes get.
     ended: watch::Sender<Option<u32>>,
     torn_down: Mutex<bool>,
+    network: Mutex<Option<PodNetwork>>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -108,17 +116,27 @@ impl Sandbox {
         let sid = b.sid.clone();
         let path = Share::path_for(&b.root, &sid);
         let share = blocking(move || Share::create(path)).await?;
+        let network = match &b.netns {
+            None => None,
+            Some(p) => match PodNetwork::setup(p).await {
+                Ok(n) => Some(n),
+                Err(source) => {
+                    destroy_share(&sid, share).await;
+                    return Err(ShimError::Network { sid, source });
+                }
+            },
+        };
         let vm = Qemu::new(b.root.clone(), b.config.clone());
-        let agent = match Self::start(&vm, &share, &b).await {
+        let agent = match Self::start(&vm, &share, &b, network.as_ref()).await {
             Ok(a) => a,
             Err(e) => {
                 if let Err(se) = vm.stop_with(StopMode::Force).await {
                     tracing::debug!(sid, error = %se, "cleanup of a failed boot");
                 }
-                let s = share.clone();
-                if let Err(me) = blocking(move || s.destroy()).await {
-                    tracing::warn!(sid, error = %me, "cannot clear the share folder of a failed boot");
+                if let Some(n) = network {
+                    n.teardown().await;
                 }
+                destroy_share(&sid, share).await;
                 return Err(e);
             }
         };
@@ -135,6 +153,7 @@ impl Sandbox {
             pid,
             ended: watch::Sender::new(None),
             torn_down: Mutex::new(false),
+            network: Mutex::new(network),
         });
         tokio::spawn(watch_vm(Arc::clone(&sb)));
         tracing::info!(sid = %sb.sid, pid, "sandbox running");
@@ -145,6 +164,7 @@ impl Sandbox {
         vm: &Qemu,
         share: &Share,
         b: &BootSpec,
+        net: Option<&PodNetwork>,
     ) -> Result<AgentServiceClient, ShimError> {
         let hv = |what| {
             let sid = b.sid.clone();
@@ -154,8 +174,18 @@ impl Sandbox {
                 source: Box::new(source),
             }
         };
+        // the taps are cold-plugged: the guest has its NICs from boot
+        let network = net
+            .iter()
+            .flat_map(|n| &n.wired)
+            .map(|w| NetEndpoint::TapFd {
+                fd: Arc::clone(&w.fd),
+                mac: Some(w.ep.mac.clone()),
+            })
+            .collect();
         let opts = CreateOptions {
             share: Some(share.shared()),
+            network,
             annotations: b.annotations.clone(),
             ..CreateOptions::default()
         };
@@ -187,6 +217,9 @@ impl Sandbox {
             .create_sandbox(ctx(CALL_TIMEOUT), &req)
             .await
             .map_err(ShimError::agent("CreateSandbox"))?;
+        if let Some(n) = net {
+            configure_guest(&client.agent, n).await?;
+        }
         Ok(client.agent)
     }
 
@@ -225,12 +258,50 @@ impl Sandbox {
             Ok(r) => tracing::info!(sid = %self.sid, outcome = %r.outcome, "sandbox stopped"),
             Err(e) => tracing::warn!(sid = %self.sid, error = %e, "cannot stop the sandbox"),
         }
+        if let Some(n) = self.network.lock().await.take() {
+            n.teardown().await;
+        }
         let share = self.share.clone();
         if let Err(e) = blocking(move || share.destroy()).await {
             tracing::warn!(sid = %self.sid, error = %e, "cannot clear the share folder");
         }
         *done = true;
     }
+}
+
+async fn destroy_share(sid: &str, share: Share) {
+    if let Err(me) = blocking(move || share.destroy()).await {
+        tracing::warn!(sid, error = %me, "cannot clear the share folder of a failed boot");
+    }
+}
+
+/// Asks the agent for the pod's interfaces (UpdateInterface, each found by
+/// its MAC), then their routes (UpdateRoutes).
+async fn configure_guest(agent: &AgentServiceClient, n: &PodNetwork) -> Result<(), ShimError> {
+    for w in &n.wired {
+        let req = UpdateInterfaceRequest {
+            interface: Some(network::guest::interface(&w.ep)).into(),
+            ..Default::default()
+        };
+        let got = agent
+            .update_interface(ctx(CALL_TIMEOUT), &req)
+            .await
+            .map_err(ShimError::agent("UpdateInterface"))?;
+        tracing::info!(nic = %got.name, mac = %got.hw_addr, mtu = got.mtu, "guest interface set");
+    }
+    let eps: Vec<_> = n.wired.iter().map(|w| &w.ep).collect();
+    let routes = network::guest::routes(&eps);
+    if !routes.routes.is_empty() {
+        let req = UpdateRoutesRequest {
+            routes: Some(routes).into(),
+            ..Default::default()
+        };
+        agent
+            .update_routes(ctx(CALL_TIMEOUT), &req)
+            .await
+            .map_err(ShimError::agent("UpdateRoutes"))?;
+    }
+    Ok(())
 }
 
 /// Retries [`connect`] until the agent answers `Check` (a version mismatch is

@@ -197,12 +197,14 @@ impl Service {
         let cfg = config::load(&path).await?;
         let annotations = bundle::hypervisor_annotations(n.spec.annotations().as_ref());
         let hostname = n.spec.hostname().clone().unwrap_or_default();
+        let netns = crate::network::netns_path(&n.spec);
         let sb = Sandbox::boot(BootSpec {
             sid,
             root,
             config: cfg,
             annotations,
             hostname,
+            netns,
         })
         .await?;
         *slot = Some(Arc::clone(&sb));
