@@ -9,6 +9,7 @@ use runtime::config::{Accel, ConfigError, GuestArch, HostInfo, parse_str};
 use std::path::Path;
 
 const HOST: HostInfo = HostInfo {
+    numa_nodes: 1,
     cpus: 4,
     mem_mib: 8192,
     arch: GuestArch::X86_64,

@@ -172,3 +172,46 @@ fn microvm_config_boots_the_test_guest() {
     env.ok(&["stop", "m1"]);
     env.assert_clean();
 }
+
+#[test]
+fn numa_nodes_are_seen_by_the_guest_with_their_memory_and_vcpus() {
+    let env = Env::new("numa");
+    // Two guest nodes, both bound to host node 0 (this host has one node).
+    let cfg = env.config(
+        "numa.toml",
+        "enable_numa = true\nnuma_mapping = [\"0\", \"0\"]\n",
+    );
+    // Both possible vCPUs online at boot, one per node.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("default_vcpus = 1", "default_vcpus = 2")).unwrap();
+    env.boot(&cfg, "n1");
+    let argv = std::fs::read_to_string(env.root.join("n1/state.json")).unwrap();
+    assert!(
+        argv.contains("host-nodes=0") && argv.contains("policy=bind"),
+        "{argv}"
+    );
+    let seen = env.guest(
+        "n1",
+        "cd /sys/devices/system/node; echo nodes=$(ls -d node* | tr '\\n' ' '); \
+         for n in node0 node1; do echo $n cpus=$(cat $n/cpulist) \
+         kb=$(awk '/MemTotal/ {print $4}' $n/meminfo); done",
+    );
+    assert!(
+        seen.lines().any(|l| l.trim() == "nodes=node0 node1"),
+        "{seen}"
+    );
+    assert!(seen.contains("node0 cpus=0 "), "{seen}");
+    assert!(seen.contains("node1 cpus=1 "), "{seen}");
+    // Each node holds its half of the 256 MiB: at most 128 MiB, and most of
+    // it (the kernel's own reservations come out of one or the other).
+    for node in ["node0", "node1"] {
+        let line = seen
+            .lines()
+            .find(|l| l.starts_with(node) && l.contains("kb="))
+            .unwrap_or_else(|| panic!("no {node} line: {seen}"));
+        let kb: u64 = line.rsplit("kb=").next().unwrap().trim().parse().unwrap();
+        assert!((65_536..=131_072).contains(&kb), "{line}");
+    }
+    env.ok(&["stop", "n1"]);
+    env.assert_clean();
+}

@@ -208,6 +208,7 @@ mod tests {
     fn too_old_names_the_feature_and_key() {
         let text = "[hypervisor.qemu]\nkernel = \"k\"\nshared_fs = \"none\"\nenable_virtio_mem = true\nguest_memory_dump_path = \"/var/crash\"\n";
         let host = runtime::config::HostInfo {
+            numa_nodes: 1,
             cpus: 2,
             mem_mib: 4096,
             arch: GuestArch::X86_64,

@@ -131,6 +131,12 @@ impl Object {
             Object::MemoryBackendRam { size_mib, .. }
             | Object::MemoryBackendFile { size_mib, .. }
             | Object::MemoryBackendMemfd { size_mib, .. } => Some(*size_mib),
+            // A backend given as properties: its `size=<N>M`.
+            Object::Other { props, .. } if self.kind() == ObjectKind::MemoryBackend => props
+                .iter()
+                .find(|(k, _)| k == "size")
+                .and_then(|(_, v)| v.strip_suffix('M'))
+                .and_then(|v| v.parse().ok()),
             _ => None,
         }
     }

@@ -164,6 +164,7 @@ pub async fn quit(mut q: Qemu, client: qmp::Client) {
 /// Parse and check a Kata-style config the way the runtime does.
 pub fn hypervisor_config(dir: &Path, toml: &str) -> HypervisorConfig {
     let host = HostInfo {
+        numa_nodes: 1,
         cpus: 4,
         mem_mib: 4096,
         arch: GuestArch::X86_64,

@@ -338,6 +338,7 @@ mod tests {
     use std::path::Path;
 
     const HOST: HostInfo = HostInfo {
+        numa_nodes: 1,
         cpus: 4,
         mem_mib: 8192,
         arch: GuestArch::X86_64,

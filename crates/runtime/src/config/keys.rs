@@ -94,6 +94,8 @@ pub const QEMU_KEYS: &[&str] = &[
     "enable_tpm",
     "swtpm_path",
     "allow_reboot",
+    "enable_numa",
+    "numa_mapping",
     "agent_channel",
     "agent_port",
     "vsock_daemon",
@@ -228,8 +230,6 @@ pub const INERT_QEMU_KEYS: &[InertKey] = &[
     off("disable_seccomp", Inert::False),
     off("virtio_fs_cache_size", Inert::Zero),
     off("msize_9p", Inert::Through("shared_fs = \"virtio-9p\"")),
-    off("enable_numa", Inert::False),
-    off("numa_mapping", Inert::EmptyList),
     off("enable_guest_swap", Inert::False),
     off("guest_hook_path", Inert::EmptyStr),
     off("guest_extension_images", Inert::EmptyList),
@@ -403,8 +403,6 @@ mod tests {
                 "disable_seccomp = false",
                 "virtio_fs_cache_size = 0",
                 "msize_9p = any value while shared_fs = \"virtio-9p\" is off",
-                "enable_numa = false",
-                "numa_mapping = []",
                 "enable_guest_swap = false",
                 "guest_hook_path = \"\"",
                 "guest_extension_images = []",
@@ -602,7 +600,6 @@ mod tests {
             confidential_guest = false
             disable_guest_selinux = true
             virtio_fs_cache_size = 0
-            numa_mapping = []
             guest_hook_path = ""
             vhost_user_store_path = "/var/run/kata-containers/vhost-user"
             [factory]
@@ -632,13 +629,8 @@ mod tests {
                 Refusal::NotImplemented,
             ),
             (
-                "[hypervisor.qemu]\nenable_numa = \"yes\"",
-                "hypervisor.qemu.enable_numa",
-                Refusal::NotImplemented,
-            ),
-            (
-                "[hypervisor.qemu]\nnuma_mapping = [\"0\"]",
-                "hypervisor.qemu.numa_mapping",
+                "[hypervisor.qemu]\nenable_guest_swap = true",
+                "hypervisor.qemu.enable_guest_swap",
                 Refusal::NotImplemented,
             ),
             (

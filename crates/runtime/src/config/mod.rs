@@ -103,6 +103,19 @@ pub struct HostInfo {
     pub mem_mib: u64,
     /// Default guest arch.
     pub arch: GuestArch,
+    /// The host's online NUMA nodes, a bit per node (bit N: node N).
+    pub numa_nodes: u64,
+}
+
+/// The host's online NUMA nodes as a bit mask, from
+/// `/sys/devices/system/node/online` (`0`, `0-1`, `0,2-3`); node 0 alone
+/// when the file is missing (a kernel without NUMA) or unreadable.
+fn online_numa_nodes() -> u64 {
+    std::fs::read_to_string("/sys/devices/system/node/online")
+        .ok()
+        .and_then(|s| validate::numa::node_set(s.trim()).ok())
+        .filter(|m| *m != 0)
+        .unwrap_or(1)
 }
 
 impl HostInfo {
@@ -121,6 +134,7 @@ impl HostInfo {
         HostInfo {
             cpus,
             mem_mib,
+            numa_nodes: online_numa_nodes(),
             arch: GuestArch::host(),
         }
     }

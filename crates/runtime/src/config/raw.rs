@@ -161,6 +161,8 @@ pub struct RawQemu {
     /// sandvm: a guest reboot restarts the guest in the same QEMU (default
     /// false: QEMU runs with `-no-reboot` and a guest reboot ends the VM).
     pub allow_reboot: Option<bool>,
+    pub enable_numa: Option<bool>,
+    pub numa_mapping: Option<Vec<String>>,
     /// sandvm: the agent channel (`virtio-serial`, `hybrid-vsock`, `vsock`, `none`).
     pub agent_channel: Option<String>,
     /// sandvm: the guest's vsock port of the agent.

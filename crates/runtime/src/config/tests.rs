@@ -3,6 +3,7 @@
 use super::*;
 
 const HOST: HostInfo = HostInfo {
+    numa_nodes: 1,
     cpus: 8,
     mem_mib: 16384,
     arch: GuestArch::X86_64,
@@ -690,4 +691,66 @@ fn shipped_configs_load() {
         }
     }
     assert!(n >= 8, "{n} configs");
+}
+
+#[test]
+fn numa_nodes_follow_the_mapping_or_the_host_and_bad_mappings_are_refused_by_key() {
+    let two_host_nodes = HostInfo {
+        numa_nodes: 0b11,
+        ..HOST
+    };
+    let with = |extra: &str, host: &HostInfo| {
+        parse_str(Path::new("/etc/sandvm/test.toml"), &minimal(extra), host)
+    };
+    assert!(parse(&minimal("")).unwrap().config.numa.is_empty());
+    let c = with("enable_numa = true", &two_host_nodes).unwrap().config;
+    assert_eq!(c.numa, vec![0b01, 0b10], "one guest node per host node");
+    let c = with(
+        "enable_numa = true\nnuma_mapping = [\"0\", \"0-1\"]",
+        &two_host_nodes,
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.numa, vec![0b01, 0b11]);
+    let cases = [
+        (
+            "numa_mapping = [\"0\"]",
+            "hypervisor.qemu.numa_mapping",
+            "enable_numa",
+        ),
+        (
+            "enable_numa = true\nnuma_mapping = [\"0\", \"1\"]",
+            "hypervisor.qemu.numa_mapping[1]",
+            "not online",
+        ),
+        (
+            "enable_numa = true\nnuma_mapping = [\"x\"]",
+            "hypervisor.qemu.numa_mapping[0]",
+            "node number",
+        ),
+        (
+            "enable_numa = true\ndefault_maxvcpus = 1\nnuma_mapping = [\"0\", \"0\"]",
+            "hypervisor.qemu.numa_mapping",
+            "vCPUs",
+        ),
+        (
+            "enable_numa = true\n[factory]\nenable_template = true",
+            "hypervisor.qemu.enable_numa",
+            "template",
+        ),
+    ];
+    for (extra, key, why) in cases {
+        let body = if extra.contains("[factory]") {
+            format!("[hypervisor.qemu]\nkernel = \"vmlinuz\"\nshared_fs = \"none\"\n{extra}\n")
+        } else {
+            minimal(extra)
+        };
+        match parse(&body) {
+            Err(ConfigError::Invalid { key: k, reason, .. }) => {
+                assert_eq!(k, key, "{extra}");
+                assert!(reason.contains(why), "{extra}: {reason}");
+            }
+            other => panic!("{extra}: {other:?}"),
+        }
+    }
 }

@@ -265,6 +265,10 @@ pub struct HypervisorConfig {
     pub max_vcpus: u32,
     /// Boot memory, MiB.
     pub memory_mib: u64,
+    /// `enable_numa`: the guest's NUMA nodes, each the mask of host nodes
+    /// (bit N: node N) its share of the boot memory is bound to; empty: no
+    /// NUMA topology.
+    pub numa: Vec<u64>,
     /// Maximum memory (before offset and reserves), MiB.
     pub max_memory_mib: u64,
     /// Memory hotplug slots.

@@ -456,6 +456,7 @@ mod tests {
              shared_fs = \"none\"\ndefault_memory = 256\n{extra}\n[factory]\n{factory}\n"
         );
         let host = HostInfo {
+            numa_nodes: 1,
             cpus: 2,
             mem_mib: 4096,
             arch: crate::config::GuestArch::X86_64,

@@ -3,8 +3,9 @@
 
 use super::Layout;
 use super::arch::ArchLayout;
+use crate::config::numa::render_set;
 use crate::config::{AgentChannel, HypervisorConfig, SharedFs};
-use qemu_config::{Memory, Object};
+use qemu_config::{Memory, NumaNode, Object};
 
 /// Id of the boot memory backend when memory is file-backed.
 pub const MEM_BACKEND_ID: &str = "dimm1";
@@ -89,5 +90,95 @@ pub fn backend(cfg: &HypervisorConfig, agent: Option<AgentChannel>) -> Option<Ob
             prealloc: true,
         }),
         None => None,
+    }
+}
+
+/// Id of guest NUMA node `n`'s memory backend.
+pub fn numa_backend_id(n: usize) -> String {
+    format!("numa-mem{n}")
+}
+
+/// `enable_numa`: a memory backend per guest node, bound (`policy=bind`) to
+/// its host nodes, of the same kind [`backend`] would pick for the whole
+/// memory (file-backed and shared when another process maps guest memory,
+/// hugepages, preallocated), and the `-numa node` that uses it. The boot
+/// memory is split evenly, the last node taking the remainder; the
+/// possible vCPUs (`default_maxvcpus`) in contiguous ranges, the first
+/// nodes taking one more when they do not divide evenly.
+pub fn numa(cfg: &HypervisorConfig, agent: Option<AgentChannel>) -> (Vec<Object>, Vec<NumaNode>) {
+    let n = cfg.numa.len() as u64;
+    let base = cfg.memory_mib / n;
+    let cpus = u64::from(cfg.max_vcpus);
+    let mut next_cpu = 0u64;
+    let mut objects = Vec::new();
+    let mut nodes = Vec::new();
+    for (i, hosts) in cfg.numa.iter().enumerate() {
+        let last = i as u64 + 1 == n;
+        let size = if last {
+            cfg.memory_mib - base * (n - 1)
+        } else {
+            base
+        };
+        let id = numa_backend_id(i);
+        objects.push(numa_object(cfg, agent, &id, size, *hosts));
+        let take = cpus / n + u64::from((i as u64) < cpus % n);
+        let range = match take {
+            1 => format!("{next_cpu}"),
+            t => format!("{next_cpu}-{}", next_cpu + t - 1),
+        };
+        next_cpu += take;
+        nodes.push(NumaNode {
+            nodeid: Some(i as u32),
+            memdev: Some(id),
+            cpus: Some(range),
+        });
+    }
+    (objects, nodes)
+}
+
+/// One node's backend: [`backend`]'s choice for `size_mib` under `id`, with
+/// `host-nodes` (one property per range) and `policy=bind` added.
+fn numa_object(
+    cfg: &HypervisorConfig,
+    agent: Option<AgentChannel>,
+    id: &str,
+    size_mib: u64,
+    hosts: u64,
+) -> Object {
+    let sized = HypervisorConfig {
+        memory_mib: size_mib,
+        ..cfg.clone()
+    };
+    let mut props = vec![("size".to_string(), format!("{size_mib}M"))];
+    let qom_type = match backend(&sized, agent) {
+        Some(Object::MemoryBackendFile {
+            mem_path,
+            share,
+            prealloc,
+            ..
+        }) => {
+            props.push(("mem-path".into(), mem_path));
+            if share == Some(true) {
+                props.push(("share".into(), "on".into()));
+            }
+            if prealloc {
+                props.push(("prealloc".into(), "on".into()));
+            }
+            "memory-backend-file"
+        }
+        Some(Object::MemoryBackendRam { prealloc: true, .. }) => {
+            props.push(("prealloc".into(), "on".into()));
+            "memory-backend-ram"
+        }
+        _ => "memory-backend-ram",
+    };
+    for range in render_set(hosts).split(',') {
+        props.push(("host-nodes".into(), range.to_string()));
+    }
+    props.push(("policy".into(), "bind".into()));
+    Object::Other {
+        qom_type: qom_type.into(),
+        id: id.into(),
+        props,
     }
 }

@@ -177,7 +177,12 @@ pub fn plan(inp: &PlanInput<'_>) -> Result<Config, PlanError> {
         .iter()
         .map(|(d, p, v)| Global::new(d, p, v))
         .collect();
-    if let Some(o) = memory::backend(cfg, inp.agent) {
+    if !cfg.numa.is_empty() {
+        // The boot memory is the NUMA nodes' backends (no machine backend).
+        let (objects, nodes) = memory::numa(cfg, inp.agent);
+        qc.objects.extend(objects);
+        qc.numa = nodes;
+    } else if let Some(o) = memory::backend(cfg, inp.agent) {
         qc.objects.push(o);
         qc.machine = qc.machine.clone().memory_backend(memory::MEM_BACKEND_ID);
     }

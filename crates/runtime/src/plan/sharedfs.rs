@@ -162,6 +162,7 @@ mod tests {
 
     fn cfg(extra: &str) -> HypervisorConfig {
         let host = HostInfo {
+            numa_nodes: 1,
             cpus: 2,
             mem_mib: 4096,
             arch: GuestArch::X86_64,

@@ -6,6 +6,7 @@ use super::*;
 use crate::config::{GuestArch, HostInfo, SharedFs, parse_str};
 
 const HOST: HostInfo = HostInfo {
+    numa_nodes: 1,
     cpus: 8,
     mem_mib: 16384,
     arch: GuestArch::X86_64,
@@ -744,4 +745,28 @@ fn an_image_without_a_kernel_is_the_boot_disk_and_no_kernel_is_loaded() {
     let with_kernel = cfg("image = \"/disk.img\"");
     let args = planned_for_test(&with_kernel, Accel::Tcg, Some(64 << 20)).to_args();
     assert!(!args.iter().any(|a| a.contains("bootindex")), "{args:?}");
+}
+
+#[test]
+fn numa_nodes_split_memory_and_vcpus_and_bind_each_backend_to_its_host_nodes() {
+    let c = cfg("enable_numa = true\nnuma_mapping = [\"0\", \"0\", \"0\"]\ndefault_maxvcpus = 4");
+    let q = built(&c);
+    let a = q.to_args().join(" ");
+    for want in [
+        "-object memory-backend-ram,id=numa-mem0,size=170M,host-nodes=0,policy=bind",
+        "-object memory-backend-ram,id=numa-mem2,size=172M,host-nodes=0,policy=bind",
+        "-numa node,nodeid=0,memdev=numa-mem0,cpus=0-1",
+        "-numa node,nodeid=1,memdev=numa-mem1,cpus=2",
+        "-numa node,nodeid=2,memdev=numa-mem2,cpus=3",
+    ] {
+        assert!(a.contains(want), "{want} in {a}");
+    }
+    assert!(!a.contains("memory-backend=dimm1"), "{a}");
+    // Hugepages (and their prealloc) carry over to every node.
+    let c = cfg("enable_numa = true\nnuma_mapping = [\"0\"]\nenable_hugepages = true");
+    let a = built(&c).to_args().join(" ");
+    assert!(
+        a.contains("-object memory-backend-file,id=numa-mem0,size=512M,mem-path=/dev/hugepages,prealloc=on,host-nodes=0,policy=bind"),
+        "{a}"
+    );
 }

@@ -67,6 +67,7 @@ mod tests {
     use crate::config::{ConfigError, GuestArch, HostInfo, parse_str};
 
     const HOST: HostInfo = HostInfo {
+        numa_nodes: 1,
         cpus: 8,
         mem_mib: 16384,
         arch: GuestArch::X86_64,

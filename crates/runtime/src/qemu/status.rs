@@ -173,6 +173,7 @@ mod tests {
     /// Capabilities of a config with 256 MiB boot memory and `extra`.
     fn caps(extra: &str) -> Capabilities {
         let host = HostInfo {
+            numa_nodes: 1,
             cpus: 4,
             mem_mib: 8192,
             arch: GuestArch::X86_64,

@@ -10,6 +10,7 @@ mod agent;
 mod boot;
 mod devices;
 mod factory;
+pub mod numa;
 mod resources;
 mod security;
 
@@ -167,6 +168,7 @@ pub fn validate(
     let cx = Ctx { file, dir };
     let boot = boot::check(&cx, raw, host)?;
     let res = resources::check(&cx, raw, host)?;
+    let numa = numa::check(&cx, raw, host, res.max_vcpus, res.memory_mib)?;
     let dev = devices::check(&cx, raw)?;
     let sec = security::check(&cx, raw)?;
     let factory = factory::check(
@@ -175,6 +177,12 @@ pub fn validate(
         dev.shared_fs.kind,
         res.file_mem_backend.as_ref(),
     )?;
+    if factory.enable_template && !numa.is_empty() {
+        return Err(cx.err(
+            &k("enable_numa"),
+            "a VM template's memory is one file that every clone maps; it cannot be split into NUMA nodes (turn off [factory] enable_template)",
+        ));
+    }
     let agent = agent::check(&cx, raw, &factory)?;
     let extras = super::extras::Extras {
         swtpm: super::extras::swtpm(
@@ -209,6 +217,7 @@ pub fn validate(
         vcpus: res.vcpus,
         max_vcpus: res.max_vcpus,
         memory_mib: res.memory_mib,
+        numa,
         max_memory_mib: res.max_memory_mib,
         memory_slots: res.memory_slots,
         memory_offset_mib: res.memory_offset_mib,

@@ -8,6 +8,7 @@ use qemu_config::{Device, Object};
 use std::path::Path;
 
 const HOST: HostInfo = HostInfo {
+    numa_nodes: 1,
     cpus: 8,
     mem_mib: 16384,
     arch: GuestArch::X86_64,

@@ -13,6 +13,7 @@ fn cfg(extra: &str) -> HypervisorConfig {
          default_memory = 256\ndefault_maxmemory = 1024\nshared_fs = \"none\"\n{extra}\n"
     );
     let host = HostInfo {
+        numa_nodes: 1,
         cpus: 4,
         mem_mib: 8192,
         arch: crate::config::GuestArch::X86_64,
