@@ -64,6 +64,30 @@ pub fn vsock_daemon_args(dir: &Path) -> Vec<String> {
     ]
 }
 
+/// Whether the machine has a virtio-serial controller (the console's, or
+/// one added for a port).
+pub fn has_virtio_serial(qc: &Config) -> bool {
+    qc.devices
+        .iter()
+        .any(|d| matches!(d, Device::VirtioSerial(_)))
+}
+
+/// Add the virtio-serial controller ports hang on, as [`SERIAL_ID`].
+pub fn add_virtio_serial(
+    qc: &mut Config,
+    cfg: &HypervisorConfig,
+    t: Transport,
+    devno: Option<String>,
+) {
+    qc.devices.push(Device::VirtioSerial(VirtioSerial {
+        transport: t,
+        id: SERIAL_ID.into(),
+        iommu_platform: cfg.iommu_platform,
+        devno,
+        ..Default::default()
+    }));
+}
+
 /// Add the channel's chardev and device.
 pub fn add(
     qc: &mut Config,
@@ -75,18 +99,9 @@ pub fn add(
 ) {
     match kind {
         AgentChannel::VirtioSerial => {
-            let has_serial = qc
-                .devices
-                .iter()
-                .any(|d| matches!(d, Device::VirtioSerial(_)));
-            if !has_serial {
-                qc.devices.push(Device::VirtioSerial(VirtioSerial {
-                    transport: t,
-                    id: SERIAL_ID.into(),
-                    iommu_platform: cfg.iommu_platform,
-                    devno: devno.next(t),
-                    ..Default::default()
-                }));
+            if !has_virtio_serial(qc) {
+                let d = devno.next(t);
+                add_virtio_serial(qc, cfg, t, d);
             }
             qc.chardevs.push(Chardev::Socket {
                 id: AGENT_CHARDEV.into(),

@@ -136,18 +136,9 @@ pub fn passes_fd(spec: &ColdSpec) -> bool {
 /// hands it a dup of the fd), and a named `virtserialport` on the
 /// sandbox's virtio-serial controller (added when the sandbox has none).
 fn channel(qc: &mut Config, inp: &PlanInput<'_>, id: &str, name: &str, fd: i32) {
-    let has_serial = qc
-        .devices
-        .iter()
-        .any(|d| matches!(d, Device::VirtioSerial(_)));
-    if !has_serial {
+    if !super::agent::has_virtio_serial(qc) {
         // Only with use_legacy_serial and no virtio-serial agent channel.
-        qc.devices.push(Device::VirtioSerial(VirtioSerial {
-            transport: inp.layout.arch.transport,
-            id: format!("{id}-serial"),
-            iommu_platform: inp.cfg.iommu_platform,
-            ..Default::default()
-        }));
+        super::agent::add_virtio_serial(qc, inp.cfg, inp.layout.arch.transport, None);
     }
     let set = fd as u32;
     qc.add_fds.push(AddFd {

@@ -146,13 +146,8 @@ fn console(qc: &mut Config, cfg: &HypervisorConfig, dir: &Path, t: Transport, de
         });
         return;
     }
-    qc.devices.push(Device::VirtioSerial(VirtioSerial {
-        transport: t,
-        id: SERIAL_ID.into(),
-        iommu_platform: cfg.iommu_platform,
-        devno: devno.next(t),
-        ..Default::default()
-    }));
+    let d = devno.next(t);
+    super::agent::add_virtio_serial(qc, cfg, t, d);
     qc.devices.push(Device::VirtConsole(VirtConsole {
         id: "console0".into(),
         chardev: CONSOLE_CHARDEV.into(),

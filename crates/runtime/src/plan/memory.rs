@@ -62,6 +62,16 @@ pub fn shared(cfg: &HypervisorConfig, agent: Option<AgentChannel>) -> bool {
 /// hugepages win, then a file backend, then `/dev/shm` when another process
 /// maps guest memory; `share=on` whenever one does.
 pub fn backend(cfg: &HypervisorConfig, agent: Option<AgentChannel>) -> Option<Object> {
+    backend_of(cfg, agent, MEM_BACKEND_ID, cfg.memory_mib)
+}
+
+/// [`backend`]'s choice for `size_mib` of memory, as object `id`.
+fn backend_of(
+    cfg: &HypervisorConfig,
+    agent: Option<AgentChannel>,
+    id: &str,
+    size_mib: u64,
+) -> Option<Object> {
     let share = shared(cfg, agent);
     let mem_path = if cfg.hugepages {
         Some(HUGEPAGES_DIR.to_string())
@@ -74,8 +84,8 @@ pub fn backend(cfg: &HypervisorConfig, agent: Option<AgentChannel>) -> Option<Ob
     };
     match mem_path {
         Some(mem_path) => Some(Object::MemoryBackendFile {
-            id: MEM_BACKEND_ID.into(),
-            size_mib: cfg.memory_mib,
+            id: id.into(),
+            size_mib,
             mem_path,
             share: share.then_some(true),
             prealloc: cfg.mem_prealloc || cfg.hugepages,
@@ -84,8 +94,8 @@ pub fn backend(cfg: &HypervisorConfig, agent: Option<AgentChannel>) -> Option<Ob
             align: None,
         }),
         None if cfg.mem_prealloc => Some(Object::MemoryBackendRam {
-            id: MEM_BACKEND_ID.into(),
-            size_mib: cfg.memory_mib,
+            id: id.into(),
+            size_mib,
             share: None,
             prealloc: true,
         }),
@@ -136,7 +146,7 @@ pub fn numa(cfg: &HypervisorConfig, agent: Option<AgentChannel>) -> (Vec<Object>
     (objects, nodes)
 }
 
-/// One node's backend: [`backend`]'s choice for `size_mib` under `id`, with
+/// One node's backend: [`backend_of`] for `size_mib` under `id`, with
 /// `host-nodes` (one property per range) and `policy=bind` added.
 fn numa_object(
     cfg: &HypervisorConfig,
@@ -145,12 +155,8 @@ fn numa_object(
     size_mib: u64,
     hosts: u64,
 ) -> Object {
-    let sized = HypervisorConfig {
-        memory_mib: size_mib,
-        ..cfg.clone()
-    };
     let mut props = vec![("size".to_string(), format!("{size_mib}M"))];
-    let qom_type = match backend(&sized, agent) {
+    let qom_type = match backend_of(cfg, agent, id, size_mib) {
         Some(Object::MemoryBackendFile {
             mem_path,
             share,

@@ -34,7 +34,7 @@ use std::path::Path;
 pub const QMP_FD: i32 = 3;
 /// fd number of the supervisor's events monitor listener.
 pub const EVENTS_FD: i32 = 4;
-/// First fd number of the fds cold-plugged devices pass (taps).
+/// First fd number of the fds cold-plugged devices pass (taps, channels).
 pub const FIRST_DEVICE_FD: i32 = 5;
 /// Chardev id of the QMP monitor.
 pub const QMP_ID: &str = "qmp";

@@ -449,20 +449,7 @@ block_device_physical_sector_size = 4096";
             scsi.is_none().then_some(1),
         );
         d.scsi = scsi;
-        let q = plan(&PlanInput {
-            cfg: &c,
-            layout: &layout,
-            accel: Accel::Tcg,
-            id: "t",
-            uuid: "00000000-0000-0000-0000-000000000000",
-            dir: Path::new("/run/sandvm/t"),
-            role: None,
-            agent: None,
-            cold: &[d],
-            incoming: false,
-        })
-        .unwrap();
-        let a = q.to_args().join(" ");
+        let a = cold_args(&c, &layout, &[d]);
         assert!(a.contains(want), "{a}");
         assert!(
             a.contains("-device virtio-blk-pci,id=rootdisk-dev,drive=rootdisk "),
@@ -489,20 +476,7 @@ fn a_disposable_cold_disk_is_a_snapshot_drive_with_unsafe_cache() {
             Some(1),
         )
     };
-    let q = plan(&PlanInput {
-        cfg: &c,
-        layout: &layout,
-        accel: Accel::Tcg,
-        id: "t",
-        uuid: "00000000-0000-0000-0000-000000000000",
-        dir: Path::new("/run/sandvm/t"),
-        role: None,
-        agent: None,
-        cold: &[disk("d0", true), disk("d1", false)],
-        incoming: false,
-    })
-    .unwrap();
-    let a = q.to_args().join(" ");
+    let a = cold_args(&c, &layout, &[disk("d0", true), disk("d1", false)]);
     assert!(
         a.contains("-drive if=none,id=drive-d0,file=/img/d0.img,format=raw,aio=io_uring,cache=unsafe,snapshot=on "),
         "{a}"
@@ -529,20 +503,7 @@ fn independent_iothreads_are_made_and_virtio_blk_disks_use_the_first() {
         },
         Some(1),
     );
-    let q = plan(&PlanInput {
-        cfg: &c,
-        layout: &layout,
-        accel: Accel::Tcg,
-        id: "t",
-        uuid: "00000000-0000-0000-0000-000000000000",
-        dir: Path::new("/run/sandvm/t"),
-        role: None,
-        agent: None,
-        cold: &[d],
-        incoming: false,
-    })
-    .unwrap();
-    let a = q.to_args().join(" ");
+    let a = cold_args(&c, &layout, &[d]);
     for want in [
         "-object iothread,id=indep_iothread_0",
         "-object iothread,id=indep_iothread_1",
@@ -555,6 +516,24 @@ fn independent_iothreads_are_made_and_virtio_blk_disks_use_the_first() {
     let a = planned_for_test(&off, Accel::Tcg, None).to_args().join(" ");
     assert!(a.contains("-object iothread,id=indep_iothread_0"), "{a}");
     assert!(!a.contains("iothread=indep"), "{a}");
+}
+
+/// The argv (joined) of `c` with the cold-plugged devices `cold`.
+fn cold_args(c: &HypervisorConfig, layout: &Layout, cold: &[coldplug::ColdDevice]) -> String {
+    let q = plan(&PlanInput {
+        cfg: c,
+        layout,
+        accel: Accel::Tcg,
+        id: "t",
+        uuid: "00000000-0000-0000-0000-000000000000",
+        dir: Path::new("/run/sandvm/t"),
+        role: None,
+        agent: None,
+        cold,
+        incoming: false,
+    })
+    .unwrap();
+    q.to_args().join(" ")
 }
 
 fn cold(id: &str, spec: coldplug::ColdSpec, slot: Option<u32>) -> coldplug::ColdDevice {
@@ -613,20 +592,7 @@ fn cold_plugged_devices_are_rendered_on_their_slots_with_tap_fds_from_5() {
             Some(4),
         ),
     ];
-    let q = plan(&PlanInput {
-        cfg: &c,
-        layout: &layout,
-        accel: Accel::Tcg,
-        id: "t",
-        uuid: "00000000-0000-0000-0000-000000000000",
-        dir: Path::new("/run/sandvm/t"),
-        role: None,
-        agent: None,
-        cold: &devices,
-        incoming: false,
-    })
-    .unwrap();
-    let a = q.to_args().join(" ");
+    let a = cold_args(&c, &layout, &devices);
     assert!(
         a.contains(
             "-drive if=none,id=drive-d0,file=/img/d0.img,format=raw,aio=io_uring,readonly=on"
@@ -675,20 +641,7 @@ fn channels_take_fd_numbers_after_and_between_taps_each_in_its_own_fd_set() {
         Some(2),
     );
     let devices = [chan("chan0", "extra.0"), tap, chan("chan1", "extra.1")];
-    let q = plan(&PlanInput {
-        cfg: &c,
-        layout: &layout,
-        accel: Accel::Tcg,
-        id: "t",
-        uuid: "00000000-0000-0000-0000-000000000000",
-        dir: Path::new("/run/sandvm/t"),
-        role: None,
-        agent: None,
-        cold: &devices,
-        incoming: false,
-    })
-    .unwrap();
-    let a = q.to_args().join(" ");
+    let a = cold_args(&c, &layout, &devices);
     for (fd, id, name) in [(5, "chan0", "extra.0"), (7, "chan1", "extra.1")] {
         let want = [
             format!("-add-fd fd={fd},set={fd},opaque=channel {name}"),

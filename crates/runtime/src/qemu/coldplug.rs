@@ -15,6 +15,7 @@ use crate::plan::coldplug::{self, ColdDevice, ColdSpec};
 use crate::types::{DeviceInfo, DeviceKind, DeviceSpec, VmState};
 use qemu_config::Transport;
 use serde_json::{Map, json};
+use std::os::fd::OwnedFd;
 use tracing::info;
 
 impl Core {
@@ -93,8 +94,7 @@ impl Core {
             DeviceSpec::NetFd { id, fd, mac } => {
                 let mac = mac.as_deref().map(parse_mac).transpose()?;
                 let id = self.fresh_id(id, "net")?;
-                let owned = fd.try_clone().map_err(HypervisorError::io("dup tap fd"))?;
-                self.fds.insert(id.clone(), owned);
+                self.keep_fd(&id, &fd, "dup tap fd")?;
                 let spec = ColdSpec::Net {
                     mac: mac.unwrap_or_else(random_mac),
                     tap: None,
@@ -123,10 +123,7 @@ impl Core {
                     ));
                 }
                 let id = self.fresh_id(id, "chan")?;
-                let owned = fd
-                    .try_clone()
-                    .map_err(HypervisorError::io("dup channel fd"))?;
-                self.fds.insert(id.clone(), owned);
+                self.keep_fd(&id, &fd, "dup channel fd")?;
                 return Ok((id, DeviceKind::Channel, ColdSpec::Channel { name }));
             }
             DeviceSpec::Vsock { id, guest_cid } => {
@@ -153,6 +150,14 @@ impl Core {
         };
         let id = self.fresh_id(id, prefix)?;
         Ok((id, kind, spec))
+    }
+
+    /// Keep a copy of a caller's fd for device `id` until start passes it
+    /// to QEMU.
+    fn keep_fd(&mut self, id: &str, fd: &OwnedFd, what: &str) -> Result<()> {
+        let owned = fd.try_clone().map_err(HypervisorError::io(what))?;
+        self.fds.insert(id.to_string(), owned);
+        Ok(())
     }
 
     /// `id`, or a generated `<prefix>N`, checked and free.

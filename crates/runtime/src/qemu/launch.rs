@@ -40,7 +40,7 @@ pub fn bind_listener(path: &Path) -> Result<UnixListener> {
     UnixListener::bind(path).map_err(HypervisorError::io(format!("bind {}", path.display())))
 }
 
-/// Most fds a child inherits (QMP, events, then cold-plugged taps).
+/// Most fds a child inherits (QMP, events, then the fds of cold-plugged taps and channels).
 pub const MAX_FDS: usize = spawn::MAX_PASSED_FDS;
 
 /// In the child, before exec: new session, the fds on 3, 4, ... in order,
@@ -137,7 +137,9 @@ pub(crate) fn spawn_detached(
     if fds.len() > MAX_FDS {
         return Err(HypervisorError::unsupported(
             format!("start {}", bin.display()),
-            format!("at most {MAX_FDS} fds can be passed to it (too many cold-plugged NICs)"),
+            format!(
+                "at most {MAX_FDS} fds can be passed to it (too many cold-plugged NICs and channels)"
+            ),
         ));
     }
     let logf = std::fs::OpenOptions::new()
