@@ -20,6 +20,13 @@
 #                        kernel, the initramfs and a syslinux.cfg (see below)
 #   sandvm-agent         the guest agent (static, stripped), also installed as
 #                        /sbin/sandvm-agent in the initramfs and the root images
+#   vmlinuz-9p           the 9p guest: Debian's generic kernel (linux-image-amd64),
+#   kernel-version-9p    which ships 9p, 9pnet and 9pnet_virtio as modules (the
+#   initramfs-9p.cpio.gz cloud kernel has no 9p at all), its version, and an
+#                        initramfs with the same busybox, init and agent and the
+#                        same module list (9p's modules included); for containers
+#                        of a VM cloned from a template, whose root is shared over
+#                        virtio-9p (vhost-user cannot share a private map)
 #   manifest             sizes and sha256 of the above, written last
 #   vmlinuz-noinitrd     sandvm's own kernel with every driver built in, which
 #                        boots rootfs-dax.img with no initrd (Kata's image-only
@@ -31,6 +38,10 @@
 #   FORCE=1          rebuild even when the outputs are newer than the inputs
 #   KERNEL_PKG=...   kernel package to resolve (default linux-image-cloud-amd64);
 #                    a meta package is followed to the versioned image package
+#   NINEP_KERNEL_PKG=...  the 9p guest's kernel package, resolved the same way
+#                    (default linux-image-amd64)
+#   NINEP_GUEST=0    skip the 9p guest (its outputs are then neither built nor
+#                    checked; old ones stay as they are)
 #   ROOTFS_MIB=64    size of rootfs.ext4 in MiB (rounded up to a multiple of 2)
 #   AGENT_BIN=path   install this agent binary instead of building it
 #   NO_AGENT=1       build the guest without the agent
@@ -50,10 +61,13 @@ GUEST_SRC=$ROOT/guest
 OUT=$ROOT/build/guest
 CACHE=$OUT/cache
 KERNEL_PKG=${KERNEL_PKG:-linux-image-cloud-amd64}
+NINEP_KERNEL_PKG=${NINEP_KERNEL_PKG:-linux-image-amd64}
+NINEP_GUEST=${NINEP_GUEST:-1}
 ROOTFS_MIB=${ROOTFS_MIB:-64}
 OUTPUTS=(vmlinuz kernel-version initramfs.cpio.gz rootfs.ext4 rootfs-dax.img manifest)
 AGENT_TARGET=x86_64-unknown-linux-gnu
 OUTPUTS+=(boot-disk.img)
+[ "$NINEP_GUEST" = 0 ] || OUTPUTS+=(vmlinuz-9p kernel-version-9p initramfs-9p.cpio.gz)
 
 log() { echo "build-guest: $*" >&2; }
 die() { echo "build-guest: error: $*" >&2; exit 1; }
@@ -175,79 +189,97 @@ fetch_deb() {
   echo "$deb"
 }
 
-meta_deb=$(fetch_deb "$KERNEL_PKG")
-kpkg=$KERNEL_PKG
-# Follow a meta package (linux-image-cloud-amd64) to its versioned image package.
-if ! dpkg-deb -c "$meta_deb" | grep -q '/boot/vmlinuz-'; then
-  kpkg=$(dpkg-deb -f "$meta_deb" Depends | tr ',' '\n' | sed 's/[( ].*//;s/^ *//' | grep -E '^linux-image-[0-9]' | head -1 || true)
-  [ -n "$kpkg" ] || die "$KERNEL_PKG: no linux-image-<version> in Depends"
-  kdeb=$(fetch_deb "$kpkg")
-else
-  kdeb=$meta_deb
-fi
+# resolve_kernel PKG: sets kpkg (the versioned image package) and kdeb (its
+# .deb), following a meta package (linux-image-cloud-amd64) to its Depends.
+resolve_kernel() {
+  local meta_deb
+  meta_deb=$(fetch_deb "$1")
+  kpkg=$1
+  if ! dpkg-deb -c "$meta_deb" | grep -q '/boot/vmlinuz-'; then
+    kpkg=$(dpkg-deb -f "$meta_deb" Depends | tr ',' '\n' | sed 's/[( ].*//;s/^ *//' | grep -E '^linux-image-[0-9]' | head -1 || true)
+    [ -n "$kpkg" ] || die "$1: no linux-image-<version> in Depends"
+    kdeb=$(fetch_deb "$kpkg")
+  else
+    kdeb=$meta_deb
+  fi
+}
+resolve_kernel "$KERNEL_PKG"
 bbdeb=$(fetch_deb busybox-static)
 log "kernel package: $(basename "$kdeb")"
 log "busybox package: $(basename "$bbdeb")"
 
 # ---------------------------------------------------------------- extract
-KX=$TMP/kernel
 BX=$TMP/busybox
 t0=$SECONDS
-dpkg-deb -x "$kdeb" "$KX"
 dpkg-deb -x "$bbdeb" "$BX"
-log "packages unpacked in $((SECONDS - t0)) s"
-KVER=$(ls "$KX/lib/modules" | head -1)
-[ -n "$KVER" ] && [ -f "$KX/boot/vmlinuz-$KVER" ] || die "no vmlinuz/modules in $(basename "$kdeb")"
-KMOD=$KX/lib/modules/$KVER
-KCONFIG=$KX/boot/config-$KVER
 BUSYBOX=$BX/bin/busybox
 [ -x "$BUSYBOX" ] || die "no bin/busybox in $(basename "$bbdeb")"
 
-# The package ships no modules.dep (its postinst runs depmod): make one.
-if [ ! -f "$KMOD/modules.dep" ]; then
-  depmod -b "$KX" "$KVER"
-fi
+# unpack_kernel DEB DIR: unpacks a kernel image package; sets KX, KVER, KMOD, KCONFIG
+unpack_kernel() {
+  KX=$2
+  dpkg-deb -x "$1" "$KX"
+  KVER=$(ls "$KX/lib/modules" | head -1)
+  [ -n "$KVER" ] && [ -f "$KX/boot/vmlinuz-$KVER" ] || die "no vmlinuz/modules in $(basename "$1")"
+  KMOD=$KX/lib/modules/$KVER
+  KCONFIG=$KX/boot/config-$KVER
+  # The package ships no modules.dep (its postinst runs depmod): make one.
+  if [ ! -f "$KMOD/modules.dep" ]; then
+    depmod -b "$KX" "$KVER"
+  fi
+}
+unpack_kernel "$kdeb" "$TMP/kernel"
+log "packages unpacked in $((SECONDS - t0)) s"
 
 # ---------------------------------------------------------------- modules
 # name normalisation: '-' and '_' are the same in module names
 norm() { echo "${1//-/_}"; }
-declare -A DEP_PATH=() DEPS=() BUILTIN=()
-while IFS= read -r line; do
-  p=${line%%:*}
-  n=$(basename "$p"); n=${n%%.ko*}; n=$(norm "$n")
-  DEP_PATH[$n]=$p
-  DEPS[$n]=${line#*:}
-done < "$KMOD/modules.dep"
-while IFS= read -r p; do
-  n=$(basename "$p"); n=${n%%.ko*}; BUILTIN[$(norm "$n")]=1
-done < "$KMOD/modules.builtin"
-
-declare -A SEEN=()
-ORDER=()        # module names in load order (dependencies first)
-BUILTIN_LIST=() # requested but built into the kernel
-MISSING_LIST=() # requested but neither built in nor shipped
 visit() {       # depth-first: dependencies, then the module itself
   local n=$1 d dn
   [ -n "${SEEN[$n]:-}" ] && return 0
   SEEN[$n]=1
   for d in ${DEPS[$n]}; do
-    dn=$(basename "$d"); dn=$(norm "${dn%%.ko*}")
+    dn=${d##*/}; dn=${dn%%.ko*}; dn=${dn//-/_}
     visit "$dn"
   done
   ORDER+=("$n")
 }
-while read -r name _; do
-  case $name in ''|'#'*) continue ;; esac
-  n=$(norm "$name")
-  if [ -n "${BUILTIN[$n]:-}" ]; then
-    BUILTIN_LIST+=("$n")
-  elif [ -n "${DEP_PATH[$n]:-}" ]; then
-    visit "$n"
-  else
-    MISSING_LIST+=("$n")
-    log "warning: module $n is neither built in nor shipped by $kpkg"
-  fi
-done < "$GUEST_SRC/modules"
+# resolve_modules FLAVOR ("cloud" | "9p"): reads KMOD's modules.dep and
+# modules.builtin and guest/modules; sets ORDER, BUILTIN_LIST, MISSING_LIST
+# (and DEP_PATH for stage_modules). A line tagged "9p" is wanted only by the
+# 9p guest: the cloud kernel has no 9p, so missing there it is no warning.
+resolve_modules() {
+  local flavor=$1 line p n name tag
+  declare -gA DEP_PATH=() DEPS=() BUILTIN=() SEEN=()
+  ORDER=()        # module names in load order (dependencies first)
+  BUILTIN_LIST=() # requested but built into the kernel
+  MISSING_LIST=() # requested but neither built in nor shipped
+  # thousands of lines (the generic kernel): expansions only, no subshells
+  while IFS= read -r line; do
+    p=${line%%:*}
+    n=${p##*/}; n=${n%%.ko*}; n=${n//-/_}
+    DEP_PATH[$n]=$p
+    DEPS[$n]=${line#*:}
+  done < "$KMOD/modules.dep"
+  while IFS= read -r p; do
+    n=${p##*/}; n=${n%%.ko*}; BUILTIN[${n//-/_}]=1
+  done < "$KMOD/modules.builtin"
+  while read -r name tag _; do
+    case $name in ''|'#'*) continue ;; esac
+    n=$(norm "$name")
+    if [ -n "${BUILTIN[$n]:-}" ]; then
+      BUILTIN_LIST+=("$n")
+    elif [ -n "${DEP_PATH[$n]:-}" ]; then
+      visit "$n"
+    elif [ "$tag" = 9p ] && [ "$flavor" != 9p ]; then
+      continue
+    else
+      MISSING_LIST+=("$n")
+      log "warning: module $n is neither built in nor shipped by $kpkg"
+    fi
+  done < "$GUEST_SRC/modules"
+}
+resolve_modules cloud
 
 # Stage the module tree: the chosen .ko files (decompressed) + a load-order list.
 stage_modules() { # $1 = root dir of a guest file system
@@ -420,19 +452,64 @@ make_boot_disk "$TMP/vmlinuz" "$TMP/initramfs.cpio.gz" "$TMP/boot-disk.img"
 cp "$KCONFIG" "$TMP/kernel-config"
 printf '%s\n' "${ORDER[@]}" > "$TMP/modules-loaded"
 printf '%s\n' "${BUILTIN_LIST[@]}" > "$TMP/modules-builtin"
+# the cloud guest's facts, for the manifest and the summary
+C_KPKG=$kpkg C_KDEB=$kdeb C_KVER=$KVER
+C_ORDER=("${ORDER[@]}") C_BUILTIN=("${BUILTIN_LIST[@]}") C_MISSING=("${MISSING_LIST[@]}")
+
+# ---------------------------------------------------------------- 9p guest
+# Debian's generic kernel and an initramfs of the same tree (busybox, init,
+# agent), with the generic kernel's modules. Same module list, so its init
+# loads 9p, 9pnet and 9pnet_virtio too.
+NINEP_FILES=()
+if [ "$NINEP_GUEST" != 0 ]; then
+  t9=$SECONDS
+  resolve_kernel "$NINEP_KERNEL_PKG"
+  log "9p guest kernel package: $(basename "$kdeb")"
+  t0=$SECONDS
+  rm -rf "$TMP/kernel" "$IR" "$RF"  # the cloud trees are done with
+  unpack_kernel "$kdeb" "$TMP/kernel-9p"
+  log "9p kernel $KVER unpacked in $((SECONDS - t0)) s"
+  t0=$SECONDS
+  resolve_modules 9p
+  log "9p kernel: ${#ORDER[@]} modules resolved in $((SECONDS - t0)) s"
+  for m in 9p 9pnet 9pnet_virtio; do
+    [ -n "${SEEN[$m]:-}" ] || printf '%s\n' "${BUILTIN_LIST[@]}" | grep -qx "$m" \
+      || die "$kpkg has no $m module (and guest/modules must list it)"
+  done
+  t0=$SECONDS
+  make_tree "$TMP/initramfs-9p" initramfs
+  (cd "$TMP/initramfs-9p" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 --reproducible) \
+    | gzip -9n > "$TMP/initramfs-9p.cpio.gz"
+  log "initramfs-9p: $(stat -c %s "$TMP/initramfs-9p.cpio.gz") bytes in $((SECONDS - t0)) s"
+  cp "$KX/boot/vmlinuz-$KVER" "$TMP/vmlinuz-9p"
+  echo "$KVER" > "$TMP/kernel-version-9p"
+  cp "$KCONFIG" "$TMP/kernel-config-9p"
+  printf '%s\n' "${ORDER[@]}" > "$TMP/modules-loaded-9p"
+  rm -rf "$TMP/kernel-9p" "$TMP/initramfs-9p"
+  NINEP_FILES=(kernel-config-9p modules-loaded-9p vmlinuz-9p kernel-version-9p initramfs-9p.cpio.gz)
+  NINEP_KDEB=$kdeb NINEP_KVER=$KVER NINEP_ORDER=("${ORDER[@]}")
+  log "9p guest: kernel $KVER, ${#ORDER[@]} modules, initramfs-9p $(stat -c %s "$TMP/initramfs-9p.cpio.gz") bytes, in $((SECONDS - t9)) s"
+  kpkg=$C_KPKG kdeb=$C_KDEB KVER=$C_KVER
+  ORDER=("${C_ORDER[@]}") BUILTIN_LIST=("${C_BUILTIN[@]}") MISSING_LIST=("${C_MISSING[@]}")
+fi
 
 # manifest last: it is the proof that a full build finished
 {
   echo "kernel-package $(basename "$kdeb")"
   echo "busybox-package $(basename "$bbdeb")"
   echo "kernel-version $KVER"
-  for f in vmlinuz initramfs.cpio.gz rootfs.ext4 rootfs-dax.img boot-disk.img ${AGENT:+sandvm-agent}; do
+  if [ ${#NINEP_FILES[@]} -gt 0 ]; then
+    echo "kernel-package-9p $(basename "$NINEP_KDEB")"
+    echo "kernel-version-9p $NINEP_KVER"
+  fi
+  for f in vmlinuz initramfs.cpio.gz rootfs.ext4 rootfs-dax.img boot-disk.img ${AGENT:+sandvm-agent} \
+      ${NINEP_FILES[@]:+vmlinuz-9p initramfs-9p.cpio.gz}; do
     echo "$f $(stat -c %s "$TMP/$f") $(sha256sum "$TMP/$f" | cut -d' ' -f1)"
   done
 } > "$TMP/manifest"
 
 # ---------------------------------------------------------------- install (atomic renames)
-for f in kernel-config modules-loaded modules-builtin vmlinuz kernel-version initramfs.cpio.gz rootfs.ext4 rootfs-dax.img boot-disk.img ${AGENT:+sandvm-agent} manifest; do
+for f in kernel-config modules-loaded modules-builtin vmlinuz kernel-version initramfs.cpio.gz rootfs.ext4 rootfs-dax.img boot-disk.img ${AGENT:+sandvm-agent} ${NINEP_FILES[@]:+"${NINEP_FILES[@]}"} manifest; do
   mv -f "$TMP/$f" "$OUT/$f"
 done
 
@@ -453,6 +530,10 @@ echo "                 (or rootfs.ext4, $(stat -c %s "$OUT/rootfs.ext4") bytes, 
 if [ -s "$OUT/vmlinuz-noinitrd.release" ]; then
   echo "  no initrd:     -kernel vmlinuz-noinitrd ($(cat "$OUT/vmlinuz-noinitrd.release")) and the root image alone, with the"
   echo "                 same root= (nvdimm) or root=/dev/vda1 ro (rootfs-dax.img on a virtio-blk disk)"
+fi
+if [ ${#NINEP_FILES[@]} -gt 0 ]; then
+  echo "  9p guest:      -kernel vmlinuz-9p ($NINEP_KVER) -initrd initramfs-9p.cpio.gz"
+  echo "                 ($(stat -c %s "$OUT/initramfs-9p.cpio.gz") bytes), ${#NINEP_ORDER[@]} modules: ${NINEP_ORDER[*]}"
 fi
 echo "  whole disk:    boot-disk.img ($(stat -c %s "$OUT/boot-disk.img") bytes) as a virtio-blk disk with bootindex=0,"
 echo "                 no -kernel: SeaBIOS -> syslinux -> the same kernel and initramfs"
