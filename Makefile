@@ -31,11 +31,11 @@ setup-fuzz:
 build:
 	$(CARGO) build --release --workspace --all-targets
 
-## guest: the test kernel, initramfs and ext4 root image, from Debian packages; the no-initrd kernel (built once per machine)
+## guest: the test kernel, initramfs and ext4 root image, from Debian packages; the 9p guest (NINEP_GUEST=0 skips it); the no-initrd kernel (built once per machine)
 guest:
 	@bash scripts/build-guest.sh
 
-## guest-initrd: the guest without the no-initrd kernel (what `make run` needs: its config boots the initramfs)
+## guest-initrd: the guest without the no-initrd kernel (what `make run` needs: its config boots the initramfs), with the 9p guest
 guest-initrd:
 	@NOINITRD_KERNEL=0 bash scripts/build-guest.sh
 
