@@ -4,6 +4,7 @@
 //! (see `launch`). See `docs/agent.md`.
 
 mod cgroup;
+mod clock;
 mod cmdline;
 mod config;
 mod container;
@@ -17,6 +18,7 @@ mod reaper;
 mod sandbox;
 mod serial;
 mod service;
+mod shared_fs;
 mod spawn;
 mod spec;
 mod stream;

@@ -12,12 +12,24 @@ use sandvm_agent_protocol::GUEST_SHARED_DIR;
 use crate::container::Container;
 use crate::error::AgentError;
 use crate::reaper::Reaper;
+use crate::shared_fs::{SharedMount, shared_mount};
 
 /// Most containers one sandbox may hold.
 pub const MAX_CONTAINERS: usize = 256;
 
 /// Default wait for a removed container's init to be reaped.
 pub const DEFAULT_REMOVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// CreateSandbox's shared-folder fields, as given.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SharedFolder<'a> {
+    /// Mount tag ("" = no shared folder).
+    pub tag: &'a str,
+    /// "" or "virtiofs", or "9p".
+    pub fs_type: &'a str,
+    /// 9p msize (0 = the default).
+    pub msize_9p: u32,
+}
 
 /// Guest-wide agent state.
 #[derive(Debug)]
@@ -57,17 +69,19 @@ impl Sandbox {
         }
     }
 
-    /// CreateSandbox: hostname, DNS and the shared folder.
+    /// CreateSandbox: hostname, DNS and the shared folder (see
+    /// [`shared_mount`] for `shared`'s tag, type and 9p msize).
     pub async fn create(
         &self,
         id: &str,
         hostname: &str,
         dns: &[String],
-        tag: &str,
+        shared: SharedFolder<'_>,
     ) -> Result<(), AgentError> {
         if !id.is_empty() {
             crate::validate::check_id("sandbox id", id)?;
         }
+        let mount = shared_mount(shared.tag, shared.fs_type, shared.msize_9p)?;
         if !hostname.is_empty() {
             if hostname.len() > 64
                 || !hostname
@@ -91,46 +105,37 @@ impl Sandbox {
                 tracing::warn!(error = %e, "cannot write /etc/resolv.conf (read-only guest root?)");
             }
         }
-        if !tag.is_empty() {
-            self.mount_shared(tag).await?;
+        if let Some(m) = &mount {
+            self.mount_shared(m).await?;
         }
         *lock(&self.sandbox_id) = (!id.is_empty()).then(|| id.to_string());
         tracing::info!(
             sandbox_id = id,
             hostname,
-            shared_fs_tag = tag,
+            shared_fs_tag = shared.tag,
+            shared_fs = mount.as_ref().map_or("none", |m| m.fstype),
             "sandbox created"
         );
         Ok(())
     }
 
-    async fn mount_shared(&self, tag: &str) -> Result<(), AgentError> {
-        if tag.len() > 36
-            || !tag
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-        {
-            return Err(AgentError::Invalid(format!(
-                "Invalid virtio-fs tag {tag:?}"
-            )));
-        }
+    async fn mount_shared(&self, m: &SharedMount) -> Result<(), AgentError> {
         if mounted(&self.shared).await {
             return Ok(());
         }
         tokio::fs::create_dir_all(&self.shared)
             .await
             .map_err(|e| AgentError::io(format!("creating {}", self.shared.display()), e))?;
-        let none: Option<&str> = None;
         mount(
-            Some(tag),
+            Some(m.tag.as_str()),
             &self.shared,
-            Some("virtiofs"),
+            Some(m.fstype),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            none,
+            m.data.as_deref(),
         )
         .map_err(|e| {
             AgentError::io(
-                format!("mounting virtio-fs {tag} on {}", self.shared.display()),
+                format!("mounting {} on {}", m.describe(), self.shared.display()),
                 e,
             )
         })

@@ -11,10 +11,11 @@ use sandvm_agent_protocol::health_ttrpc::Health;
 use sandvm_agent_protocol::{BUILD_VERSION, MAX_READ_LEN, MAX_SPEC_LEN, PROTOCOL_VERSION};
 use ttrpc::r#async::TtrpcContext;
 
+use crate::clock;
 use crate::error::AgentError;
 use crate::net;
 use crate::process::Output;
-use crate::sandbox::{DEFAULT_REMOVE_TIMEOUT, Sandbox};
+use crate::sandbox::{DEFAULT_REMOVE_TIMEOUT, Sandbox, SharedFolder};
 use crate::spec;
 use crate::validate::check_exec_id;
 
@@ -174,7 +175,16 @@ impl AgentService for Service {
         done(
             "CreateSandbox",
             self.sb
-                .create(&r.sandbox_id, &r.hostname, &r.dns, &r.shared_fs_tag)
+                .create(
+                    &r.sandbox_id,
+                    &r.hostname,
+                    &r.dns,
+                    SharedFolder {
+                        tag: &r.shared_fs_tag,
+                        fs_type: &r.shared_fs_type,
+                        msize_9p: r.msize_9p,
+                    },
+                )
                 .await,
         )
         .map(|()| Empty::new())
@@ -340,6 +350,11 @@ impl AgentService for Service {
         }
         .await;
         done("UpdateRoutes", res)
+    }
+
+    async fn set_guest_date_time(&self, _: &TtrpcContext, r: SetGuestDateTimeRequest) -> R<Empty> {
+        let res = clock::wall_time(r.sec, r.usec).and_then(clock::set_realtime);
+        done("SetGuestDateTime", res).map(|()| Empty::new())
     }
 }
 
