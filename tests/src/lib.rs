@@ -163,6 +163,51 @@ impl Env {
         self.config_fs(name, "shared_fs = \"none\"\n", extra)
     }
 
+    /// As [`Env::config`] with `shared_fs = "virtio-9p"` (served by QEMU, no daemon).
+    pub fn config_9p(&self, name: &str, extra: &str) -> PathBuf {
+        self.config_fs(name, "shared_fs = \"virtio-9p\"\n", extra)
+    }
+
+    /// The PCI devices with a qdev id of sandbox `id`'s QEMU, behind bridges
+    /// too, from QMP `query-pci`: id → (slot, PCI device id).
+    pub fn pci_devices(&self, id: &str) -> std::collections::BTreeMap<String, (u64, u64)> {
+        fn walk(
+            devs: &serde_json::Value,
+            out: &mut std::collections::BTreeMap<String, (u64, u64)>,
+        ) {
+            for d in devs.as_array().into_iter().flatten() {
+                if let Some(q) = d["qdev_id"].as_str().filter(|s| !s.is_empty()) {
+                    let slot = d["slot"].as_u64().unwrap_or(u64::MAX);
+                    let dev = d["id"]["device"].as_u64().unwrap_or(0);
+                    out.insert(q.to_string(), (slot, dev));
+                }
+                if let Some(b) = d.get("pci_bridge") {
+                    walk(&b["devices"], out);
+                }
+            }
+        }
+        let sock = self.root.join(id).join("qmp.sock");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let buses = rt.block_on(async {
+            let c = qmp::Client::connect(&sock).await.unwrap();
+            c.query_pci().await.unwrap()
+        });
+        let mut out = std::collections::BTreeMap::new();
+        for b in &buses {
+            walk(&b["devices"], &mut out);
+        }
+        out
+    }
+
+    /// QEMU's command line of sandbox `id` (from /proc), arguments joined by spaces.
+    pub fn qemu_cmdline(&self, id: &str) -> String {
+        let cmd = std::fs::read(format!("/proc/{}/cmdline", self.qemu_pid(id))).unwrap();
+        String::from_utf8_lossy(&cmd).replace('\0', " ")
+    }
+
     /// As [`Env::config`] with a shared filesystem served by one of the
     /// project's daemons (`virtiofsd` or `nydusd`, from `make setup`).
     pub fn config_shared(&self, name: &str, daemon: &str, extra: &str) -> PathBuf {

@@ -146,3 +146,41 @@ fn share_must_be_a_folder_and_create_leaves_nothing() {
     );
     env.assert_clean();
 }
+
+#[test]
+fn virtio_9p_cold_boot_has_qemu_s_9p_device_on_the_share_and_no_daemon() {
+    let env = Env::new("fs9p");
+    let share = env.root.join("share9p");
+    std::fs::create_dir(&share).unwrap();
+    let cfg = env.config_9p("9p.toml", "");
+    boot(&env, &cfg, "p", Some(&share));
+    let cmd = env.qemu_cmdline("p");
+    assert!(
+        cmd.contains(&format!(
+            "-fsdev local,id=extra-9p-kataShared,path={},security_model=none,multidevs=remap",
+            share.display()
+        )),
+        "{cmd}"
+    );
+    assert!(
+        cmd.contains(
+            "-device virtio-9p-pci,id=virtio-9p0,fsdev=extra-9p-kataShared,mount_tag=kataShared"
+        ),
+        "{cmd}"
+    );
+    // Served inside QEMU: no daemon, no vhost-user socket, private memory.
+    assert!(
+        !cmd.contains("vhost-user-fs") && !cmd.contains("share=on"),
+        "{cmd}"
+    );
+    let st = json(&std::fs::read_to_string(env.root.join("p").join("state.json")).unwrap());
+    assert_eq!(st["fs"]["kind"], "virtio9p", "{st}");
+    assert!(st["fs"]["pid"].is_null(), "{st}");
+    assert!(!env.root.join("p").join("fs.sock").exists());
+    let pci = env.pci_devices("p");
+    assert_eq!(pci.get("virtio-9p0").map(|d| d.1), Some(0x1009), "{pci:?}");
+    assert_eq!(env.guest("p", "echo $((40+2))"), "42");
+    env.ok(&["stop", "p"]);
+    std::fs::remove_dir(&share).unwrap();
+    env.assert_clean();
+}

@@ -132,3 +132,108 @@ fn kata_template_rules_are_clear_errors() {
     env.ok(&["template", "delete", "--config", small.to_str().unwrap()]);
     env.assert_clean();
 }
+
+/// PCI device id of a (transitional) virtio-9p device.
+const VIRTIO_9P_PCI_ID: u64 = 0x1009;
+
+#[test]
+fn a_virtio_9p_template_migrates_and_each_clone_s_qemu_serves_its_own_share() {
+    let env = Env::new("tmpl9p");
+    let tp = TemplateDir::new("9p");
+    let cfg = env.config_9p(
+        "t9p.toml",
+        &format!(
+            "msize_9p = 65536\n[factory]\nenable_template = true\ntemplate_path = \"{}\"\n",
+            tp.0.display()
+        ),
+    );
+    let c = cfg.to_str().unwrap();
+    // The template VM has the 9p device, unmounted: QEMU saves its state
+    // (a mounted 9p export would block the migration).
+    env.ok(&["template", "create", "--config", c]);
+    let meta = json(&std::fs::read_to_string(tp.0.join("template.json")).unwrap());
+    assert_eq!(meta["shared_fs"], "Virtio9p", "{meta}");
+    assert!(env.sandboxes().is_empty(), "{:?}", env.sandboxes());
+
+    // A clone with its own share, and one with the default share.
+    let share = std::path::PathBuf::from(format!("/tmp/svt-9pshare-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&share);
+    std::fs::create_dir_all(&share).unwrap();
+    let s = share.to_str().unwrap();
+    env.ok(&["create", "--config", c, "--id", "k1", "--share", s]);
+    env.ok(&["start", "k1"]);
+    clone(&env, &cfg, "k2");
+    let fsdev = |share: &str| {
+        format!(
+            "-fsdev local,id=extra-9p-kataShared,path={share},security_model=none,multidevs=remap"
+        )
+    };
+    let device =
+        "-device virtio-9p-pci,id=virtio-9p0,fsdev=extra-9p-kataShared,mount_tag=kataShared";
+    let k2_share = env.root.join("k2").join("shared");
+    for (id, share) in [("k1", s), ("k2", k2_share.to_str().unwrap())] {
+        let cmd = env.qemu_cmdline(id);
+        assert!(cmd.contains(&fsdev(share)), "{id}: {cmd}");
+        assert!(cmd.contains(device), "{id}: {cmd}");
+        assert!(
+            cmd.contains("share=off") && cmd.contains("-incoming defer"),
+            "{id}: {cmd}"
+        );
+        assert!(!cmd.contains("vhost-user-fs"), "{id}: {cmd}");
+        // QEMU built the device, on PCI, after the migration.
+        let pci = env.pci_devices(id);
+        let (_, dev) = pci
+            .get("virtio-9p0")
+            .unwrap_or_else(|| panic!("{id}: no virtio-9p0 in query-pci: {pci:?}"));
+        assert_eq!(*dev, VIRTIO_9P_PCI_ID, "{id}");
+        // The guest runs (its kernel has no 9p driver and ignores the device).
+        assert_eq!(env.guest(id, "echo $((40+2))"), "42", "{id}");
+    }
+    // The guest sees the device the template's guest saw.
+    assert_eq!(
+        env.guest("k1", "grep -l 0x1009 /sys/bus/pci/devices/*/device | wc -l"),
+        "1"
+    );
+    for id in ["k1", "k2"] {
+        env.ok(&["stop", id]);
+    }
+    env.ok(&["template", "delete", "--config", c]);
+    let _ = std::fs::remove_dir_all(&share);
+    env.assert_clean();
+}
+
+#[test]
+fn a_clone_of_a_template_with_another_shared_fs_is_refused_by_key() {
+    let env = Env::new("tmpl9pmix");
+    let tp = TemplateDir::new("9pmix");
+    std::fs::create_dir_all(&tp.0).unwrap();
+    for f in ["memory", "state"] {
+        std::fs::write(tp.0.join(f), b"").unwrap();
+    }
+    // A template built with shared_fs = "none" (a template.json of before 9p).
+    let none = template_config(&env, "none.toml", &tp.0, "");
+    let loaded = runtime::config::load(&none).unwrap().config;
+    let meta = serde_json::json!({
+        "version": 1, "memory_mib": loaded.memory_mib, "vcpus": loaded.vcpus,
+        "max_vcpus": loaded.max_vcpus, "machine_type": loaded.machine_type,
+        "kernel": loaded.kernel, "initrd": loaded.initrd,
+        "qemu_path": loaded.qemu_path, "created_unix": 0,
+    });
+    std::fs::write(tp.0.join("template.json"), meta.to_string()).unwrap();
+    let p9 = env.config_9p(
+        "p9.toml",
+        &format!(
+            "[factory]\nenable_template = true\ntemplate_path = \"{}\"\n",
+            tp.0.display()
+        ),
+    );
+    let out = env.sandvm(&["create", "--config", p9.to_str().unwrap(), "--id", "x"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("hypervisor.qemu.shared_fs") && err.contains("virtio-9p"),
+        "{err}"
+    );
+    env.ok(&["template", "delete", "--config", none.to_str().unwrap()]);
+    env.assert_clean();
+}

@@ -69,7 +69,7 @@ enum Cmd {
         /// Sandbox id (default: generated).
         #[arg(long)]
         id: Option<String>,
-        /// Host folder shared with the guest (virtio-fs, tag kataShared;
+        /// Host folder shared with the guest (virtio-fs or virtio-9p, tag kataShared;
         /// default: the sandbox's own shared/ folder).
         #[arg(long)]
         share: Option<PathBuf>,

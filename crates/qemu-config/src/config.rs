@@ -9,6 +9,7 @@ use crate::device::Device;
 use crate::drive::Drive;
 use crate::error::ValidationError;
 use crate::escape::OptList;
+use crate::fsdev::Fsdev;
 use crate::knobs::{AddFd, Global, Incoming, Knobs, Rtc, Sandbox};
 use crate::machine::Machine;
 use crate::memory::{Memory, NumaNode};
@@ -69,6 +70,8 @@ pub struct Config {
     pub tpmdevs: Vec<Tpmdev>,
     /// `-netdev`.
     pub netdevs: Vec<Netdev>,
+    /// `-fsdev` (virtio-9p backends).
+    pub fsdevs: Vec<Fsdev>,
     /// `-device`, in order (a bus must be provided before it is used).
     pub devices: Vec<Device>,
     /// `-drive` (cold-plugged disks).
@@ -117,6 +120,7 @@ impl Config {
             serials: Vec::new(),
             tpmdevs: Vec::new(),
             netdevs: Vec::new(),
+            fsdevs: Vec::new(),
             devices: Vec::new(),
             drives: Vec::new(),
             extra_args: Vec::new(),
@@ -211,6 +215,7 @@ impl Config {
         a.extend(self.serials.iter().map(|s| Opt("-serial", s.render())));
         a.extend(self.tpmdevs.iter().map(|t| Opt("-tpmdev", t.render())));
         a.extend(self.netdevs.iter().map(|n| Opt("-netdev", n.render())));
+        a.extend(self.fsdevs.iter().map(|f| Opt("-fsdev", f.render())));
         a.extend(self.drives.iter().map(|d| Opt("-drive", d.render())));
         a.extend(self.devices.iter().map(|d| Opt("-device", d.render())));
         if let Some(i) = &self.incoming {

@@ -13,6 +13,7 @@ pub mod device;
 pub mod drive;
 pub mod error;
 pub mod escape;
+pub mod fsdev;
 pub mod knobs;
 pub mod machine;
 pub mod memory;
@@ -27,12 +28,14 @@ pub use cpu::{Cpu, Smp};
 pub use device::{
     Device, Generic, IntelIommu, MIN_GUEST_CID, Nvdimm, PciBridge, PciePciBridge, PcieRootPort,
     Pvpanic, PvpanicPci, RefKind, ScsiHd, TpmCrb, TpmTis, Transport, TransportUse,
-    VIRTIO_FS_MAX_TAG, VfioPci, VhostUserFs, VhostVsock, VirtConsole, VirtSerialPort,
-    VirtioBalloon, VirtioBlk, VirtioMem, VirtioNet, VirtioRng, VirtioScsi, VirtioSerial,
+    VIRTIO_9P_MAX_TAG, VIRTIO_FS_MAX_TAG, VfioPci, VhostUserFs, VhostVsock, VirtConsole,
+    VirtSerialPort, Virtio9p, VirtioBalloon, VirtioBlk, VirtioMem, VirtioNet, VirtioRng,
+    VirtioScsi, VirtioSerial,
 };
 pub use drive::Drive;
 pub use error::ValidationError;
 pub use escape::{OptList, escape};
+pub use fsdev::{Fsdev, Multidevs, SecurityModel};
 pub use knobs::{
     AddFd, Global, Incoming, Knobs, Rtc, RtcBase, RtcClock, RtcDriftfix, Sandbox, SandboxAction,
 };

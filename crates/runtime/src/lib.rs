@@ -101,6 +101,7 @@ pub mod tools {
             id,
             uuid,
             dir,
+            share: None,
             role: None,
             agent: cfg.agent.channel,
             cold: &[],

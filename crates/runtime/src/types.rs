@@ -49,7 +49,8 @@ pub enum TemplateRole {
 /// Options for [`Hypervisor::create_vm`](crate::Hypervisor::create_vm).
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
-    /// Host folder shared with the guest (virtio-fs); default: the sandbox's `shared/`.
+    /// Host folder shared with the guest (virtio-fs or virtio-9p); default: the
+    /// sandbox's `shared/`. A template VM always gets its own empty `shared/`.
     pub share: Option<PathBuf>,
     /// NICs the guest has from boot (cold-plugged, in order: `eth0`, `eth1`, ...).
     pub network: Vec<NetEndpoint>,

@@ -14,7 +14,10 @@ pub use misc::{
 };
 pub use net::{MIN_GUEST_CID, VhostVsock, VirtioNet};
 pub use pci::{PciBridge, PciePciBridge, PcieRootPort, VfioPci};
-pub use storage::{Nvdimm, ScsiHd, VIRTIO_FS_MAX_TAG, VhostUserFs, VirtioBlk, VirtioScsi};
+pub use storage::{
+    Nvdimm, ScsiHd, VIRTIO_9P_MAX_TAG, VIRTIO_FS_MAX_TAG, VhostUserFs, Virtio9p, VirtioBlk,
+    VirtioScsi,
+};
 
 use crate::escape::OptList;
 
@@ -94,6 +97,8 @@ pub enum Device {
     VirtioNet(VirtioNet),
     /// `vhost-user-fs-*`.
     VhostUserFs(VhostUserFs),
+    /// `virtio-9p-*`.
+    Virtio9p(Virtio9p),
     /// `vhost-vsock-*`.
     VhostVsock(VhostVsock),
     /// `virtio-serial-*`.
@@ -144,6 +149,7 @@ from_variants!(
     Nvdimm,
     VirtioNet,
     VhostUserFs,
+    Virtio9p,
     VhostVsock,
     VirtioSerial,
     VirtConsole,
@@ -177,6 +183,8 @@ pub enum RefKind {
     Rng,
     /// `tpmdev=` → a `-tpmdev` id.
     Tpmdev,
+    /// `fsdev=` → a `-fsdev` id.
+    Fsdev,
 }
 
 impl RefKind {
@@ -190,6 +198,7 @@ impl RefKind {
             RefKind::Iothread => "iothread",
             RefKind::Rng => "rng",
             RefKind::Tpmdev => "tpmdev",
+            RefKind::Fsdev => "fsdev",
         }
     }
 }
@@ -243,6 +252,7 @@ impl Device {
             Device::Nvdimm(d) => &d.id,
             Device::VirtioNet(d) => &d.id,
             Device::VhostUserFs(d) => &d.id,
+            Device::Virtio9p(d) => &d.id,
             Device::VhostVsock(d) => &d.id,
             Device::VirtioSerial(d) => &d.id,
             Device::VirtConsole(d) => &d.id,
@@ -272,6 +282,7 @@ impl Device {
             Device::Nvdimm(_) => "nvdimm",
             Device::VirtioNet(d) => d.driver(),
             Device::VhostUserFs(d) => d.driver(),
+            Device::Virtio9p(d) => d.driver(),
             Device::VhostVsock(d) => d.driver(),
             Device::VirtioSerial(d) => d.driver(),
             Device::VirtConsole(_) => "virtconsole",
@@ -300,6 +311,7 @@ impl Device {
             Device::ScsiHd(d) => d.bus.as_deref(),
             Device::VirtioNet(d) => d.bus.as_deref(),
             Device::VhostUserFs(d) => d.bus.as_deref(),
+            Device::Virtio9p(d) => d.bus.as_deref(),
             Device::VhostVsock(d) => d.bus.as_deref(),
             Device::VirtioSerial(d) => d.bus.as_deref(),
             Device::VirtioRng(d) => d.bus.as_deref(),
@@ -355,6 +367,7 @@ impl Device {
             Device::Nvdimm(d) => refs.push((RefKind::Memdev, &d.memdev)),
             Device::VirtioNet(d) => refs.push((RefKind::Netdev, &d.netdev)),
             Device::VhostUserFs(d) => refs.push((RefKind::Chardev, &d.chardev)),
+            Device::Virtio9p(d) => refs.push((RefKind::Fsdev, &d.fsdev)),
             Device::VirtConsole(d) => refs.push((RefKind::Chardev, &d.chardev)),
             Device::VirtSerialPort(d) => refs.push((RefKind::Chardev, &d.chardev)),
             Device::VirtioRng(d) => refs.push((RefKind::Rng, &d.rng)),
@@ -382,6 +395,7 @@ impl Device {
             Device::VhostUserFs(d) => {
                 TransportUse::new(d.transport, &d.addr, &d.devno, false, &d.romfile)
             }
+            Device::Virtio9p(d) => TransportUse::new(d.transport, &d.addr, &d.devno, false, &None),
             Device::VhostVsock(d) => {
                 TransportUse::new(d.transport, &d.addr, &d.devno, d.disable_modern, &d.romfile)
             }
@@ -419,6 +433,7 @@ impl Device {
             Device::Nvdimm(d) => d.render(),
             Device::VirtioNet(d) => d.render(),
             Device::VhostUserFs(d) => d.render(),
+            Device::Virtio9p(d) => d.render(),
             Device::VhostVsock(d) => d.render(),
             Device::VirtioSerial(d) => d.render(),
             Device::VirtConsole(d) => d.render(),

@@ -236,9 +236,73 @@ impl VhostUserFs {
     }
 }
 
+/// Longest virtio-9p mount tag (bytes): QEMU's `MAX_TAG_LEN` less its NUL.
+pub const VIRTIO_9P_MAX_TAG: usize = 31;
+
+/// `virtio-9p-pci` / `virtio-9p-ccw` / `virtio-9p-device`: a host folder
+/// (an [`Fsdev`](crate::Fsdev)) served by QEMU itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Virtio9p {
+    /// Transport.
+    pub transport: Transport,
+    /// Device id.
+    pub id: String,
+    /// `fsdev=`: the `-fsdev` id.
+    pub fsdev: String,
+    /// `mount_tag=`: the tag the guest mounts (at most 31 bytes).
+    pub mount_tag: String,
+    /// Bus.
+    pub bus: Option<String>,
+    /// PCI address (PCI only).
+    pub addr: Option<String>,
+    /// CCW device number (CCW only).
+    pub devno: Option<String>,
+    /// `iommu_platform=on` when true.
+    pub iommu_platform: bool,
+}
+
+impl Virtio9p {
+    pub(crate) fn driver(&self) -> &'static str {
+        self.transport
+            .pick("virtio-9p-pci", "virtio-9p-ccw", "virtio-9p-device")
+    }
+
+    pub(crate) fn render(&self) -> String {
+        let l = head(
+            self.driver(),
+            Some(&self.id),
+            self.bus.as_deref(),
+            self.addr.as_deref(),
+        )
+        .kv("fsdev", &self.fsdev)
+        .kv("mount_tag", &self.mount_tag);
+        tail(l, self.devno.as_deref(), false, self.iommu_platform, None).finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn virtio_9p_per_transport() {
+        let mut d = Virtio9p {
+            id: "fs9p0".into(),
+            fsdev: "fsdev0".into(),
+            mount_tag: "kataShared".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            d.render(),
+            "virtio-9p-pci,id=fs9p0,fsdev=fsdev0,mount_tag=kataShared"
+        );
+        d.transport = Transport::Ccw;
+        d.devno = Some("fe.0.0002".into());
+        assert_eq!(
+            d.render(),
+            "virtio-9p-ccw,id=fs9p0,fsdev=fsdev0,mount_tag=kataShared,devno=fe.0.0002"
+        );
+    }
 
     #[test]
     fn virtio_blk_per_transport() {

@@ -4,7 +4,9 @@ use std::collections::HashSet;
 
 use super::{E, Objects, Users, fd, invalid, range, token};
 use crate::config::Config;
-use crate::device::{Device, MIN_GUEST_CID, RefKind, Transport, VIRTIO_FS_MAX_TAG};
+use crate::device::{
+    Device, MIN_GUEST_CID, RefKind, Transport, VIRTIO_9P_MAX_TAG, VIRTIO_FS_MAX_TAG,
+};
 
 /// Largest virtqueue QEMU allows for vhost-user-fs (`VIRTQUEUE_MAX_SIZE`).
 const VHOST_USER_FS_MAX_QUEUE: u32 = 1024;
@@ -15,6 +17,7 @@ pub(super) struct Known<'s, 'a> {
     pub(super) netdevs: &'s HashSet<&'a str>,
     pub(super) drives: &'s HashSet<&'a str>,
     pub(super) tpmdevs: &'s HashSet<&'a str>,
+    pub(super) fsdevs: &'s HashSet<&'a str>,
 }
 
 /// A CCW device number: `cssid.ssid.devno` in hex, such as `fe.0.0001`.
@@ -65,6 +68,7 @@ pub(super) fn check_devices<'a>(
                 RefKind::Netdev => exists(known.netdevs)?,
                 RefKind::Chardev => exists(known.chardevs)?,
                 RefKind::Tpmdev => exists(known.tpmdevs)?,
+                RefKind::Fsdev => exists(known.fsdevs)?,
                 RefKind::Memdev | RefKind::Iothread | RefKind::Rng => {
                     objects.get(&from, kind, id)?;
                 }
@@ -115,6 +119,7 @@ fn check_transport(d: &Device, label: &str) -> Result<(), E> {
         Device::VirtioScsi(x) => x.devno.as_deref(),
         Device::VirtioNet(x) => x.devno.as_deref(),
         Device::VhostUserFs(x) => x.devno.as_deref(),
+        Device::Virtio9p(x) => x.devno.as_deref(),
         Device::VhostVsock(x) => x.devno.as_deref(),
         Device::VirtioSerial(x) => x.devno.as_deref(),
         Device::VirtioRng(x) => x.devno.as_deref(),
@@ -162,6 +167,13 @@ fn check_device(c: &Config, d: &Device, objects: &Objects<'_>, label: &str) -> R
             if let Some(port) = r.port {
                 range(format!("pcie-root-port {label} port"), port.into(), 255)?;
             }
+        }
+        Device::Virtio9p(f) if f.mount_tag.is_empty() || f.mount_tag.len() > VIRTIO_9P_MAX_TAG => {
+            return Err(invalid(
+                "virtio-9p mount_tag",
+                &f.mount_tag,
+                "must be 1 to 31 bytes",
+            ));
         }
         Device::VhostUserFs(f) => {
             if f.tag.is_empty() || f.tag.len() > VIRTIO_FS_MAX_TAG {
@@ -335,6 +347,32 @@ mod tests {
                 id: s("net0")
             }
         );
+        let mut c = base();
+        c.devices.push(
+            Virtio9p {
+                id: s("p9"),
+                fsdev: s("fs0"),
+                mount_tag: s("kataShared"),
+                ..Default::default()
+            }
+            .into(),
+        );
+        assert_eq!(
+            err(&c),
+            E::UnknownReference {
+                from: s("Device p9"),
+                kind: "fsdev",
+                id: s("fs0")
+            }
+        );
+        c.fsdevs.push(Fsdev {
+            id: s("fs0"),
+            path: s("/srv/share"),
+            security_model: SecurityModel::None,
+            multidevs: Some(Multidevs::Remap),
+            readonly: false,
+        });
+        assert_eq!(c.validate(), Ok(()));
         let mut c = base();
         c.serials.push(Serial { chardev: s("nope") });
         assert_eq!(

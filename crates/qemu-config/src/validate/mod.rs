@@ -224,6 +224,7 @@ pub(crate) fn validate(c: &Config) -> Result<(), E> {
     let netdev_ids = ids("netdev", c.netdevs.iter().map(Netdev::id))?;
     let drive_ids = ids("drive", c.drives.iter().map(|d| d.id.as_str()))?;
     let tpmdev_ids = ids("tpmdev", c.tpmdevs.iter().map(|t| t.id.as_str()))?;
+    let fsdev_ids = ids("fsdev", c.fsdevs.iter().map(|f| f.id.as_str()))?;
     ids("device", c.devices.iter().filter_map(Device::id))?;
 
     let objects = Objects {
@@ -246,6 +247,7 @@ pub(crate) fn validate(c: &Config) -> Result<(), E> {
         netdevs: &netdev_ids,
         drives: &drive_ids,
         tpmdevs: &tpmdev_ids,
+        fsdevs: &fsdev_ids,
     };
     check_devices(c, &objects, &known, &mut users)
 }
@@ -774,6 +776,27 @@ mod tests {
                     );
                 }),
                 "virtio-fs tag",
+            ),
+            (
+                Box::new(|c| {
+                    c.fsdevs.push(crate::Fsdev {
+                        id: s("fs9"),
+                        path: s("/srv"),
+                        security_model: crate::SecurityModel::None,
+                        multidevs: None,
+                        readonly: false,
+                    });
+                    c.devices.push(
+                        crate::Virtio9p {
+                            id: s("p9"),
+                            fsdev: s("fs9"),
+                            mount_tag: "t".repeat(32),
+                            ..Default::default()
+                        }
+                        .into(),
+                    );
+                }),
+                "virtio-9p mount_tag",
             ),
             (
                 Box::new(|c| {

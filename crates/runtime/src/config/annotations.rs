@@ -90,6 +90,7 @@ const ANNOTATABLE: &[(&str, &str, Ty)] = &[
     ("virtio_fs_cache_size", "virtio_fs_cache_size", Ty::Int),
     ("virtio_fs_queue_size", "virtio_fs_queue_size", Ty::Int),
     ("virtio_fs_extra_args", "virtio_fs_extra_args", Ty::StrList),
+    ("msize_9p", "msize_9p", Ty::Int),
     ("block_device_driver", "block_device_driver", Ty::Str),
     ("block_device_aio", "block_device_aio", Ty::Str),
     ("block_device_cache_set", "block_device_cache_set", Ty::Bool),

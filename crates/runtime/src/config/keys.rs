@@ -49,6 +49,7 @@ pub const QEMU_KEYS: &[&str] = &[
     "virtio_fs_queue_size",
     "virtio_fs_inode_file_handles",
     "virtio_fs_extra_args",
+    "msize_9p",
     "block_device_driver",
     "block_device_aio",
     "block_device_cache_set",
@@ -229,7 +230,6 @@ pub const INERT_QEMU_KEYS: &[InertKey] = &[
     secure("valid_jailer_paths", Inert::EmptyList),
     off("disable_seccomp", Inert::False),
     off("virtio_fs_cache_size", Inert::Zero),
-    off("msize_9p", Inert::Through("shared_fs = \"virtio-9p\"")),
     off("enable_guest_swap", Inert::False),
     off("guest_hook_path", Inert::EmptyStr),
     off("guest_extension_images", Inert::EmptyList),
@@ -269,14 +269,81 @@ pub const INERT_FACTORY_KEYS: &[InertKey] = &[
 pub enum Warning {
     /// A whole table for another component, e.g. `[agent.kata]`.
     IgnoredTable(String),
+    /// A key of `[hypervisor.qemu]` set to a value other than its default
+    /// that the chosen `shared_fs` does not use.
+    UnusedKey {
+        /// The dotted key.
+        key: String,
+        /// The `shared_fs` in effect.
+        shared_fs: &'static str,
+    },
 }
 
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Warning::IgnoredTable(t) => write!(f, "Table [{t}] is not used by sandvm; ignored"),
+            Warning::UnusedKey { key, shared_fs } => write!(
+                f,
+                "Key {key} is set but does nothing with shared_fs = {shared_fs:?}; ignored"
+            ),
         }
     }
+}
+
+/// The virtio-fs keys and the value of each that means "the default"
+/// (besides `""`, `0` and `[]`): set to anything else while `shared_fs` has
+/// no daemon, they are reported as unused.
+const VIRTIO_FS_KEYS: &[(&str, &str)] = &[
+    (
+        "virtio_fs_daemon",
+        super::validate::DEFAULT_VIRTIO_FS_DAEMON,
+    ),
+    ("virtio_fs_cache", super::validate::DEFAULT_VIRTIO_FS_CACHE),
+    ("virtio_fs_queue_size", "1024"),
+    ("virtio_fs_inode_file_handles", ""),
+    ("virtio_fs_extra_args", ""),
+    ("valid_virtio_fs_daemon_paths", ""),
+];
+
+/// Whether a TOML value is unset-like (`""`, `0`, `[]`) or `default`.
+fn is_default(v: &toml::Value, default: &str) -> bool {
+    use toml::Value as V;
+    match v {
+        V::String(s) => s.is_empty() || s == default,
+        V::Integer(n) => *n == 0 || n.to_string() == default,
+        V::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
+/// Keys of `[hypervisor.qemu]` set to a non-default value that
+/// `shared_fs` does not use: the virtio-fs keys without a virtio-fs daemon
+/// (`none`, `virtio-9p`), `msize_9p` without virtio-9p. Accepted (Kata's
+/// files set them whatever `shared_fs` is), but never silently.
+pub fn unused_for(doc: &toml::Table, shared_fs: super::SharedFs) -> Vec<Warning> {
+    let Some(q) = doc
+        .get("hypervisor")
+        .and_then(|h| h.get("qemu"))
+        .and_then(|q| q.as_table())
+    else {
+        return Vec::new();
+    };
+    let msize = super::validate::DEFAULT_MSIZE_9P.to_string();
+    let mut keys: Vec<(&str, &str)> = Vec::new();
+    if !shared_fs.has_daemon() {
+        keys.extend(VIRTIO_FS_KEYS);
+    }
+    if shared_fs != super::SharedFs::Virtio9p {
+        keys.push(("msize_9p", &msize));
+    }
+    keys.into_iter()
+        .filter(|(key, default)| q.get(*key).is_some_and(|v| !is_default(v, default)))
+        .map(|(key, _)| Warning::UnusedKey {
+            key: format!("hypervisor.qemu.{key}"),
+            shared_fs: shared_fs.name(),
+        })
+        .collect()
 }
 
 /// List the tables of other components in a parsed file, each once.
@@ -402,7 +469,6 @@ mod tests {
                 "valid_jailer_paths = []",
                 "disable_seccomp = false",
                 "virtio_fs_cache_size = 0",
-                "msize_9p = any value while shared_fs = \"virtio-9p\" is off",
                 "enable_guest_swap = false",
                 "guest_hook_path = \"\"",
                 "guest_extension_images = []",

@@ -190,9 +190,12 @@ pub fn parse_str(file: &Path, text: &str, host: &HostInfo) -> Result<Loaded, Con
         }
     };
     let doc: toml::Table = toml::from_str(text).map_err(syntax)?;
-    let warnings = keys::unused(&doc);
+    let mut warnings = keys::unused(&doc);
     let raw: RawFile = toml::from_str(text).map_err(syntax)?;
     let config = from_raw(file, raw, doc, host)?;
+    if let Some((doc, _)) = config.origin.0.as_deref() {
+        warnings.extend(keys::unused_for(doc, config.shared_fs.kind));
+    }
     Ok(Loaded { config, warnings })
 }
 

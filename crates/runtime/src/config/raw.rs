@@ -70,6 +70,8 @@ pub struct RawQemu {
     pub virtio_fs_inode_file_handles: Option<String>,
     /// Extra arguments for the virtio-fs daemon.
     pub virtio_fs_extra_args: Option<Vec<String>>,
+    /// 9p message size (`shared_fs = "virtio-9p"`).
+    pub msize_9p: Option<i64>,
     /// Block device driver.
     pub block_device_driver: Option<String>,
     /// Block AIO mode.

@@ -84,7 +84,9 @@ fn bad_values_name_their_key() {
         ("memory_slots = 300", "hypervisor.qemu.memory_slots"),
         ("memory_offset = -5", "hypervisor.qemu.memory_offset"),
         ("shared_fs = \"nfs\"", "hypervisor.qemu.shared_fs"),
-        ("shared_fs = \"virtio-9p\"", "hypervisor.qemu.shared_fs"),
+        ("msize_9p = 4095", "hypervisor.qemu.msize_9p"),
+        ("msize_9p = -1", "hypervisor.qemu.msize_9p"),
+        ("msize_9p = 1048577", "hypervisor.qemu.msize_9p"),
         (
             "block_device_driver = \"ide\"",
             "hypervisor.qemu.block_device_driver",
@@ -350,6 +352,95 @@ fn templating_with_virtio_fs_or_a_file_backend_is_rejected_with_kata_s_message()
     }
     // Without templating, both are fine.
     parse(&minimal("file_mem_backend = \"/dev/shm\"")).unwrap();
+}
+
+#[test]
+fn virtio_9p_has_no_daemon_and_kata_s_default_msize() {
+    let c = parse(&minimal("shared_fs = \"virtio-9p\"")).unwrap().config;
+    assert_eq!(c.shared_fs.kind, SharedFs::Virtio9p);
+    assert_eq!(c.shared_fs.msize_9p, DEFAULT_MSIZE_9P);
+    assert_eq!(c.shared_fs.daemon, None);
+    c.check_supported().unwrap();
+    for (v, want) in [
+        ("0", 8192),
+        ("4096", 4096),
+        ("262144", 262144),
+        ("1048576", 1048576),
+    ] {
+        let c = parse(&minimal(&format!(
+            "shared_fs = \"virtio-9p\"\nmsize_9p = {v}"
+        )))
+        .unwrap()
+        .config;
+        assert_eq!(c.shared_fs.msize_9p, want, "msize_9p = {v}");
+    }
+    let e = err_of(&minimal("shared_fs = \"virtio-9p\"\nmsize_9p = 100")).to_string();
+    assert!(
+        e.contains("hypervisor.qemu.msize_9p") && e.contains("4096") && e.contains("1048576"),
+        "{e}"
+    );
+    // valid_virtio_fs_daemon_paths guards a daemon 9p does not have.
+    parse(&minimal(
+        "shared_fs = \"virtio-9p\"\nvalid_virtio_fs_daemon_paths = [\"/nowhere\"]",
+    ))
+    .unwrap();
+}
+
+#[test]
+fn templating_with_virtio_9p_or_none_is_accepted() {
+    for fs in ["virtio-9p", "none"] {
+        let c = parse(&format!(
+            "{}\n[factory]\nenable_template = true\n",
+            minimal(&format!("initrd = \"i\"\nshared_fs = \"{fs}\""))
+        ))
+        .unwrap()
+        .config;
+        assert!(c.factory.enable_template, "{fs}");
+    }
+    let e = err_of(&format!(
+        "{}\n[factory]\nenable_template = true\n",
+        minimal("shared_fs = \"virtio-fs\"")
+    ))
+    .to_string();
+    assert!(e.contains("virtio-9p"), "the refusal points at 9p: {e}");
+}
+
+#[test]
+fn keys_the_shared_fs_does_not_use_are_warned_not_dropped() {
+    let warned = |body: &str| -> Vec<String> {
+        parse(&minimal(body))
+            .unwrap()
+            .warnings
+            .iter()
+            .map(|w| w.to_string())
+            .filter(|w| w.contains("does nothing"))
+            .collect()
+    };
+    // Kata's defaults (and unset-like values) are quiet whatever shared_fs is.
+    let kata_defaults = "virtio_fs_daemon = \"/usr/libexec/virtiofsd\"\nvirtio_fs_cache = \"auto\"\n\
+                         virtio_fs_queue_size = 1024\nvirtio_fs_extra_args = []\nmsize_9p = 8192";
+    for fs in ["virtio-9p", "none", "virtio-fs"] {
+        let w = warned(&format!("shared_fs = \"{fs}\"\n{kata_defaults}"));
+        assert!(w.is_empty(), "{fs}: {w:?}");
+    }
+    let w = warned(
+        "shared_fs = \"virtio-9p\"\nvirtio_fs_extra_args = [\"-o\", \"announce_submounts\"]\n\
+         virtio_fs_cache = \"never\"\nmsize_9p = 65536",
+    );
+    assert_eq!(
+        w,
+        [
+            "Key hypervisor.qemu.virtio_fs_cache is set but does nothing with shared_fs = \"virtio-9p\"; ignored",
+            "Key hypervisor.qemu.virtio_fs_extra_args is set but does nothing with shared_fs = \"virtio-9p\"; ignored",
+        ]
+    );
+    let w = warned("shared_fs = \"virtio-fs\"\nmsize_9p = 65536");
+    assert_eq!(
+        w,
+        [
+            "Key hypervisor.qemu.msize_9p is set but does nothing with shared_fs = \"virtio-fs\"; ignored"
+        ]
+    );
 }
 
 #[test]

@@ -106,6 +106,26 @@ pub enum SharedFs {
     VirtioFs,
     /// virtio-fs served by nydusd.
     VirtioFsNydus,
+    /// virtio-9p served by QEMU itself (no daemon, guest memory not shared).
+    Virtio9p,
+}
+
+impl SharedFs {
+    /// The config value (`shared_fs = "..."`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SharedFs::None => "none",
+            SharedFs::VirtioFs => "virtio-fs",
+            SharedFs::VirtioFsNydus => "virtio-fs-nydus",
+            SharedFs::Virtio9p => "virtio-9p",
+        }
+    }
+
+    /// Whether a daemon other than QEMU serves the share (virtio-fs):
+    /// then it maps guest memory, which must be shared.
+    pub fn has_daemon(self) -> bool {
+        matches!(self, SharedFs::VirtioFs | SharedFs::VirtioFsNydus)
+    }
 }
 
 /// Block device driver for disks.
@@ -198,7 +218,11 @@ pub enum ExtraMonitor {
 pub struct SharedFsConfig {
     /// Kind.
     pub kind: SharedFs,
-    /// Daemon binary (virtiofsd or nydusd); `None` only with `SharedFs::None`.
+    /// The 9p message size the guest mounts with (`msize=`, bytes), from
+    /// `msize_9p`; read only with [`SharedFs::Virtio9p`].
+    pub msize_9p: u32,
+    /// Daemon binary (virtiofsd or nydusd); `None` without a daemon
+    /// (`SharedFs::None`, `SharedFs::Virtio9p`).
     pub daemon: Option<PathBuf>,
     /// Cache mode passed to the daemon.
     pub cache: String,

@@ -54,6 +54,11 @@ pub struct TemplateMeta {
     pub initrd: Option<PathBuf>,
     /// QEMU binary.
     pub qemu_path: PathBuf,
+    /// `shared_fs`: the shared filesystem device the template VM has
+    /// (`none` or `virtio-9p`). Absent in files written before sandvm
+    /// templated 9p, all of which were built with `none`.
+    #[serde(default = "no_shared_fs")]
+    pub shared_fs: SharedFs,
     /// Unix time the template was made, seconds.
     pub created_unix: u64,
 }
@@ -69,9 +74,16 @@ impl TemplateMeta {
             kernel: cfg.kernel.clone(),
             initrd: cfg.initrd.clone(),
             qemu_path: cfg.qemu_path.clone(),
+            shared_fs: cfg.shared_fs.kind,
             created_unix: crate::qemu::record::unix_now(),
         }
     }
+}
+
+/// The `shared_fs` of a `template.json` without one: templating refused
+/// every shared filesystem when those files were written.
+fn no_shared_fs() -> SharedFs {
+    SharedFs::None
 }
 
 fn cfg_err(cfg: &HypervisorConfig, key: &str, reason: String) -> HypervisorError {
@@ -83,15 +95,21 @@ fn cfg_err(cfg: &HypervisorConfig, key: &str, reason: String) -> HypervisorError
 }
 
 /// Kata's rules for templating, each a clear error naming the key: no
-/// shared filesystem, no file memory backend, an initrd and no image, no
-/// hugepages; and a template path QEMU's `exec:` can quote.
+/// virtio-fs (its daemon cannot see a clone's private copy-on-write memory;
+/// virtio-9p, served inside QEMU, is fine), no file memory backend, an
+/// initrd and no image, no hugepages; and a template path QEMU's `exec:`
+/// can quote.
 pub fn check_rules(cfg: &HypervisorConfig) -> Result<()> {
     let q = "hypervisor.qemu.";
-    if cfg.shared_fs.kind != SharedFs::None {
+    if cfg.shared_fs.kind.has_daemon() {
         return Err(cfg_err(
             cfg,
             &format!("{q}shared_fs"),
-            "VM templating cannot be used with virtio-fs (set shared_fs = \"none\")".into(),
+            format!(
+                "VM templating cannot be used with {}: its daemon cannot see a clone's \
+                 private memory (set shared_fs = \"virtio-9p\" or \"none\")",
+                cfg.shared_fs.kind.name()
+            ),
         ));
     }
     if cfg.file_mem_backend.is_some() {
@@ -263,6 +281,13 @@ pub fn check_clone(cfg: &HypervisorConfig) -> Result<Option<TemplateRole>> {
             &format!("{q}default_maxvcpus"),
             format!("{} max vCPUs", meta.max_vcpus),
             format!("{} max vCPUs", want.max_vcpus),
+        );
+    }
+    if meta.shared_fs != want.shared_fs {
+        return mismatch(
+            &format!("{q}shared_fs"),
+            format!("shared_fs = {:?}", meta.shared_fs.name()),
+            format!("shared_fs = {:?}", want.shared_fs.name()),
         );
     }
     let same_boot = meta.machine_type == want.machine_type
@@ -451,9 +476,14 @@ mod tests {
     use crate::config::{HostInfo, parse_str};
 
     fn cfg(extra: &str, factory: &str) -> HypervisorConfig {
+        cfg_fs("none", extra, factory)
+    }
+
+    /// A config with `shared_fs = "<fs>"`.
+    fn cfg_fs(fs: &str, extra: &str, factory: &str) -> HypervisorConfig {
         let text = format!(
             "[hypervisor.qemu]\npath = \"/bin/true\"\nkernel = \"/k\"\ninitrd = \"/i\"\n\
-             shared_fs = \"none\"\ndefault_memory = 256\n{extra}\n[factory]\n{factory}\n"
+             shared_fs = \"{fs}\"\ndefault_memory = 256\n{extra}\n[factory]\n{factory}\n"
         );
         let host = HostInfo {
             numa_nodes: 1,
@@ -475,6 +505,55 @@ mod tests {
         assert!(e.to_string().contains("enable_hugepages"), "{e}");
         let e = check_rules(&cfg("", "template_path = \"/tmp/it's\"")).unwrap_err();
         assert!(e.to_string().contains("factory.template_path"), "{e}");
+    }
+
+    #[test]
+    fn virtio_9p_templates_virtio_fs_does_not() {
+        // The factory check refuses virtio-fs with enable_template at parse
+        // time; check_rules also guards configs built without it (template create).
+        check_rules(&cfg_fs("virtio-9p", "", "")).unwrap();
+        for fs in ["virtio-fs", "virtio-fs-nydus"] {
+            let c = cfg_fs(fs, "", "");
+            let e = check_rules(&c).unwrap_err().to_string();
+            assert!(
+                e.contains("hypervisor.qemu.shared_fs")
+                    && e.contains(fs)
+                    && e.contains("shared_fs = \"virtio-9p\" or \"none\""),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_clone_needs_the_template_s_shared_fs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = format!(
+            "enable_template = true\ntemplate_path = \"{}\"",
+            tmp.path().display()
+        );
+        let none = cfg("", &f);
+        let p9 = cfg_fs("virtio-9p", "", &f);
+        std::fs::write(tmp.path().join(STATE_FILE), b"x").unwrap();
+        std::fs::write(tmp.path().join(MEMORY_FILE), b"x").unwrap();
+        let meta = serde_json::to_vec(&TemplateMeta::of(&none)).unwrap();
+        std::fs::write(tmp.path().join(META_FILE), meta).unwrap();
+        let e = check_clone(&p9).unwrap_err().to_string();
+        assert!(
+            e.contains("hypervisor.qemu.shared_fs")
+                && e.contains("shared_fs = \"none\"")
+                && e.contains("shared_fs = \"virtio-9p\""),
+            "{e}"
+        );
+        let meta = serde_json::to_vec(&TemplateMeta::of(&p9)).unwrap();
+        std::fs::write(tmp.path().join(META_FILE), meta).unwrap();
+        assert_eq!(check_clone(&p9).unwrap(), Some(TemplateRole::Clone));
+        assert!(check_clone(&none).is_err());
+        // A template.json of before 9p (no shared_fs) was built with none.
+        let mut old = serde_json::to_value(TemplateMeta::of(&none)).unwrap();
+        old.as_object_mut().unwrap().remove("shared_fs");
+        std::fs::write(tmp.path().join(META_FILE), old.to_string()).unwrap();
+        assert_eq!(check_clone(&none).unwrap(), Some(TemplateRole::Clone));
+        assert!(check_clone(&p9).is_err());
     }
 
     #[test]

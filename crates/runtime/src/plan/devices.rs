@@ -111,11 +111,7 @@ pub fn add(qc: &mut Config, inp: &PlanInput<'_>, devno: &mut Devno) {
     if let Some(kind) = inp.agent {
         agent::add(qc, cfg, inp.dir, kind, t, devno);
     }
-    if cfg.shared_fs.kind != SharedFs::None {
-        let (c, d) = sharedfs::vhost_user_fs(cfg, inp.dir, t, devno.next(t));
-        qc.chardevs.push(c);
-        qc.devices.push(d);
-    }
+    shared_fs(qc, inp, devno);
     if let Some((c, td, d)) = tpm::qemu_parts(cfg, inp.dir) {
         qc.chardevs.push(c);
         qc.tpmdevs.push(td);
@@ -126,6 +122,29 @@ pub fn add(qc: &mut Config, inp: &PlanInput<'_>, devno: &mut Devno) {
     if let Some((netdev, nic)) = usernet::user_net(cfg, t, inp.uuid, devno.next(t)) {
         qc.netdevs.push(netdev);
         qc.devices.push(nic);
+    }
+}
+
+/// The shared filesystem's device, in the same place in the device order
+/// whatever its kind: vhost-user-fs for virtio-fs, an fsdev and virtio-9p
+/// for 9p (on the sandbox's share, else `<dir>/shared`).
+fn shared_fs(qc: &mut Config, inp: &PlanInput<'_>, devno: &mut Devno) {
+    let cfg = inp.cfg;
+    let t = inp.layout.arch.transport;
+    match cfg.shared_fs.kind {
+        SharedFs::None => {}
+        SharedFs::VirtioFs | SharedFs::VirtioFsNydus => {
+            let (c, d) = sharedfs::vhost_user_fs(cfg, inp.dir, t, devno.next(t));
+            qc.chardevs.push(c);
+            qc.devices.push(d);
+        }
+        SharedFs::Virtio9p => {
+            let default = inp.dir.join(sharedfs::DEFAULT_SHARE);
+            let share = inp.share.unwrap_or(&default);
+            let (f, d) = sharedfs::virtio_9p(cfg, share, t, devno.next(t));
+            qc.fsdevs.push(f);
+            qc.devices.push(d);
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use super::Layout;
 use super::arch::ArchLayout;
 use crate::config::numa::render_set;
-use crate::config::{AgentChannel, HypervisorConfig, SharedFs};
+use crate::config::{AgentChannel, HypervisorConfig};
 use qemu_config::{Memory, NumaNode, Object};
 
 /// Id of the boot memory backend when memory is file-backed.
@@ -51,8 +51,9 @@ pub fn topology(cfg: &HypervisorConfig, layout: &Layout) -> Memory {
 
 /// Whether another process maps guest memory (virtiofsd, nydusd, a
 /// vhost-user daemon such as vhost-device-vsock): then memory is shared.
+/// virtio-9p is served inside QEMU and needs none.
 pub fn shared(cfg: &HypervisorConfig, agent: Option<AgentChannel>) -> bool {
-    cfg.shared_fs.kind != SharedFs::None
+    cfg.shared_fs.kind.has_daemon()
         || cfg.file_mem_backend.is_some()
         || cfg.vhost_user_store
         || agent == Some(AgentChannel::HybridVsock)

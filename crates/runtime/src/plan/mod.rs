@@ -109,6 +109,9 @@ pub struct PlanInput<'a> {
     pub uuid: &'a str,
     /// Sandbox folder (sockets, logs).
     pub dir: &'a Path,
+    /// The host folder shared with the guest (the sandbox's record); `None`:
+    /// `<dir>/shared`. Only virtio-9p puts it on QEMU's command line.
+    pub share: Option<&'a Path>,
     /// The sandbox's part in templating.
     pub role: Option<TemplateRole>,
     /// The agent channel in effect (the config's, or a cold-plugged one).
@@ -259,6 +262,7 @@ pub(crate) fn planned_for_test(
         id: "t",
         uuid: "00000000-0000-0000-0000-000000000000",
         dir: Path::new("/run/sandvm/t"),
+        share: None,
         role: None,
         agent: cfg.agent.channel,
         cold: &[],

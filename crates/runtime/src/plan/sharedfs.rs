@@ -1,5 +1,7 @@
-//! virtio-fs: the vhost-user-fs device QEMU gets, and the command lines of
-//! the daemons that serve it (virtiofsd, nydusd in virtiofs mode).
+//! The shared filesystem: virtio-fs (the vhost-user-fs device QEMU gets,
+//! and the command lines of the daemons that serve it: virtiofsd, nydusd in
+//! virtiofs mode), or virtio-9p (an `-fsdev local` and a virtio-9p device,
+//! served by QEMU itself, no daemon).
 //!
 //! virtiofsd gets its listening socket pre-bound as fd 3 (`--fd=3`, as Kata
 //! does), so QEMU can connect the moment it starts. nydusd binds its own
@@ -7,7 +9,9 @@
 //! `/containers` through its API (Kata's `sharedPathInGuest`).
 
 use crate::config::{HypervisorConfig, SharedFs};
-use qemu_config::{Chardev, Device, Transport, VhostUserFs};
+use qemu_config::{
+    Chardev, Device, Fsdev, Multidevs, SecurityModel, Transport, VhostUserFs, Virtio9p,
+};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -23,6 +27,10 @@ pub const DEFAULT_SHARE: &str = "shared";
 pub const FS_CHARDEV: &str = "char-fs0";
 /// Device id of the vhost-user-fs device.
 pub const FS_DEVICE: &str = "vhost-user-fs0";
+/// Fsdev id of the 9p share (Kata's).
+pub const FS9P_FSDEV: &str = "extra-9p-kataShared";
+/// Device id of the virtio-9p device.
+pub const FS9P_DEVICE: &str = "virtio-9p0";
 /// The fd virtiofsd finds its listening socket on.
 pub const VIRTIOFSD_SOCKET_FD: i32 = 3;
 /// Where nydusd mounts the passthrough filesystem inside the device (Kata's).
@@ -33,7 +41,7 @@ pub const NYDUS_PASSTHROUGH_FS: &str = "passthrough_fs";
 /// is above many hosts' hard limit and makes it exit).
 pub const NYDUS_RLIMIT_NOFILE: &str = "0";
 
-/// Which daemon serves the share.
+/// Which process serves the share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DaemonKind {
@@ -41,6 +49,8 @@ pub enum DaemonKind {
     Virtiofsd,
     /// nydusd in virtiofs mode with a passthrough mount.
     Nydusd,
+    /// No daemon: QEMU serves the share itself (virtio-9p); nothing is spawned.
+    Virtio9p,
 }
 
 impl DaemonKind {
@@ -49,7 +59,13 @@ impl DaemonKind {
         match self {
             DaemonKind::Virtiofsd => "virtiofsd",
             DaemonKind::Nydusd => "nydusd",
+            DaemonKind::Virtio9p => "virtio-9p",
         }
+    }
+
+    /// Whether a daemon process is spawned (not for virtio-9p).
+    pub fn spawns(self) -> bool {
+        self != DaemonKind::Virtio9p
     }
 
     /// The daemon's log file in the sandbox folder.
@@ -57,12 +73,13 @@ impl DaemonKind {
         format!("{}.log", self.name())
     }
 
-    /// The daemon for a shared filesystem kind, if it has one.
+    /// What serves a shared filesystem kind's share; `None` without a share.
     pub fn of(kind: SharedFs) -> Option<DaemonKind> {
         match kind {
             SharedFs::None => None,
             SharedFs::VirtioFs => Some(DaemonKind::Virtiofsd),
             SharedFs::VirtioFsNydus => Some(DaemonKind::Nydusd),
+            SharedFs::Virtio9p => Some(DaemonKind::Virtio9p),
         }
     }
 }
@@ -97,6 +114,37 @@ pub fn vhost_user_fs(
         romfile: None,
     });
     (chardev, dev)
+}
+
+/// The 9p share: `-fsdev local` on `share` (`security_model=none`: files
+/// are created as QEMU's user; `multidevs=remap`: inode numbers stay unique
+/// when the share holds other mounts), and the virtio-9p device with the
+/// mount tag. Only the fsdev's path differs between a template and its
+/// clones; the guest-visible device (id, tag, place) is the same.
+pub fn virtio_9p(
+    cfg: &HypervisorConfig,
+    share: &Path,
+    transport: Transport,
+    devno: Option<String>,
+) -> (Fsdev, Device) {
+    let fsdev = Fsdev {
+        id: FS9P_FSDEV.into(),
+        path: share.display().to_string(),
+        security_model: SecurityModel::None,
+        multidevs: Some(Multidevs::Remap),
+        readonly: false,
+    };
+    let dev = Device::Virtio9p(Virtio9p {
+        transport,
+        id: FS9P_DEVICE.into(),
+        fsdev: FS9P_FSDEV.into(),
+        mount_tag: MOUNT_TAG.into(),
+        bus: None,
+        addr: None,
+        devno,
+        iommu_platform: cfg.iommu_platform,
+    });
+    (fsdev, dev)
 }
 
 /// virtiofsd's `--sandbox` for a runtime with or without root:

@@ -13,8 +13,13 @@ const HOST: HostInfo = HostInfo {
 };
 
 fn cfg(extra: &str) -> HypervisorConfig {
+    cfg_fs("none", extra)
+}
+
+/// A config with `shared_fs = "<fs>"`.
+fn cfg_fs(fs: &str, extra: &str) -> HypervisorConfig {
     let body = format!(
-        "[hypervisor.qemu]\nkernel = \"/k\"\nshared_fs = \"none\"\ndefault_memory = 512\n{extra}\n"
+        "[hypervisor.qemu]\nkernel = \"/k\"\nshared_fs = \"{fs}\"\ndefault_memory = 512\n{extra}\n"
     );
     parse_str(Path::new("/etc/sandvm/t.toml"), &body, &HOST)
         .unwrap_or_else(|e| panic!("{e}\n{body}"))
@@ -527,6 +532,7 @@ fn cold_args(c: &HypervisorConfig, layout: &Layout, cold: &[coldplug::ColdDevice
         id: "t",
         uuid: "00000000-0000-0000-0000-000000000000",
         dir: Path::new("/run/sandvm/t"),
+        share: None,
         role: None,
         agent: None,
         cold,
@@ -721,5 +727,102 @@ fn numa_nodes_split_memory_and_vcpus_and_bind_each_backend_to_its_host_nodes() {
     assert!(
         a.contains("-object memory-backend-file,id=numa-mem0,size=512M,mem-path=/dev/hugepages,prealloc=on,host-nodes=0,policy=bind"),
         "{a}"
+    );
+}
+
+/// The argv (joined) of `c` as a template VM, a clone or a cold boot, in
+/// the sandbox folder `dir` with the share `share`.
+fn role_args(
+    c: &HypervisorConfig,
+    dir: &str,
+    share: Option<&Path>,
+    role: Option<crate::types::TemplateRole>,
+) -> Vec<String> {
+    let layout = Layout::new(c, None);
+    plan(&PlanInput {
+        cfg: c,
+        layout: &layout,
+        accel: Accel::Tcg,
+        id: "t",
+        uuid: "00000000-0000-0000-0000-000000000000",
+        dir: Path::new(dir),
+        share,
+        role,
+        agent: c.agent.channel,
+        cold: &[],
+        incoming: false,
+    })
+    .unwrap()
+    .to_args()
+}
+
+#[test]
+fn virtio_9p_is_an_fsdev_on_the_share_and_a_device_with_kata_s_tag() {
+    let c = cfg_fs("virtio-9p", "");
+    let a = args_of(&c);
+    assert!(
+        a.contains(
+            "-fsdev local,id=extra-9p-kataShared,path=/run/sandvm/t/shared,security_model=none,multidevs=remap"
+        ),
+        "{a}"
+    );
+    assert!(
+        a.contains(
+            "-device virtio-9p-pci,id=virtio-9p0,fsdev=extra-9p-kataShared,mount_tag=kataShared"
+        ),
+        "{a}"
+    );
+    // No daemon, no vhost-user socket, and guest memory stays private.
+    assert!(
+        !a.contains("vhost-user-fs") && !a.contains("fs.sock"),
+        "{a}"
+    );
+    assert!(!a.contains("share=on"), "{a}");
+    let given = role_args(&c, "/run/sandvm/t", Some(Path::new("/srv/a,b")), None).join(" ");
+    assert!(
+        given.contains("path=/srv/a,,b,security_model=none"),
+        "{given}"
+    );
+}
+
+#[test]
+fn a_9p_template_and_its_clone_differ_only_in_the_fsdev_path() {
+    use crate::types::TemplateRole;
+    let c = cfg_fs("virtio-9p", "initrd = \"/i\"");
+    let t = role_args(
+        &c,
+        "/run/sandvm/template-1",
+        None,
+        Some(TemplateRole::Template),
+    );
+    let k = role_args(
+        &c,
+        "/run/sandvm/clone-1",
+        Some(Path::new("/srv/clone-share")),
+        Some(TemplateRole::Clone),
+    );
+    let dev = |a: &[String]| -> Vec<String> {
+        a.windows(2)
+            .filter(|w| w[0] == "-device")
+            .map(|w| w[1].clone())
+            .collect()
+    };
+    assert_eq!(dev(&t), dev(&k), "the guest-visible devices");
+    assert!(dev(&t).iter().any(|d| d.starts_with("virtio-9p-pci,")));
+    let fsdev = |a: &[String]| -> String {
+        a.windows(2)
+            .find(|w| w[0] == "-fsdev")
+            .map(|w| w[1].clone())
+            .unwrap()
+    };
+    assert!(
+        fsdev(&t).contains("path=/run/sandvm/template-1/shared,"),
+        "{}",
+        fsdev(&t)
+    );
+    assert!(
+        fsdev(&k).contains("path=/srv/clone-share,"),
+        "{}",
+        fsdev(&k)
     );
 }

@@ -82,10 +82,11 @@ impl Core {
         let mut rec = QemuRecord::new(id, cfg.clone(), layout);
         rec.template = opts.template;
         rec.annotations = opts.annotations.clone();
-        let prepared = super::daemons::fs::prepare(&cfg, &dir, opts.share.clone()).and_then(|fs| {
-            rec.fs = fs;
-            dir.save(&rec).map_err(HypervisorError::from)
-        });
+        let prepared = super::daemons::fs::prepare(&cfg, &dir, opts.share.clone(), opts.template)
+            .and_then(|fs| {
+                rec.fs = fs;
+                dir.save(&rec).map_err(HypervisorError::from)
+            });
         if let Err(e) = prepared {
             let _ = dir.remove();
             return Err(e);
@@ -167,6 +168,7 @@ impl Core {
             id: dir.id(),
             uuid: &st.uuid,
             dir: dir.path(),
+            share: st.fs.as_ref().map(|f| f.share.as_path()),
             role: st.template,
             agent: st.agent.as_ref().map(|a| a.kind),
             cold: &st.cold,

@@ -171,6 +171,7 @@ impl Qemu {
             id,
             uuid: &uuid,
             dir: &dir,
+            share: None,
             role: None,
             agent: config.agent.channel,
             cold: &[],

@@ -41,7 +41,7 @@ impl Proc {
     }
 }
 
-/// The shared filesystem of a sandbox and its daemon.
+/// The shared filesystem of a sandbox and its daemon (none for virtio-9p).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FsState {
     /// The daemon.
@@ -179,7 +179,7 @@ impl QemuRecord {
     /// The helper daemons as recorded (pid and start time), live or not.
     pub fn recorded_daemons(&self) -> Vec<(&'static str, Proc)> {
         let mut v = Vec::new();
-        if let Some(fs) = &self.fs {
+        if let Some(fs) = self.fs.as_ref().filter(|f| f.kind.spawns()) {
             v.push((fs.kind.name(), fs.proc));
         }
         if let Some(t) = self.tpm {

@@ -293,7 +293,7 @@ impl Core {
                 return Err(bad(
                     src,
                     format!(
-                        "the shared folder {} is gone; the guest's virtio-fs needs it",
+                        "the shared folder {} is gone; the guest's shared filesystem needs it",
                         fs.share.display()
                     ),
                 ));

@@ -14,6 +14,12 @@ pub const DEFAULT_VIRTIO_FS_QUEUE_SIZE: u32 = 1024;
 pub const DEFAULT_VIRTIO_FS_CACHE: &str = "auto";
 /// virtio-fs daemon when unset (Kata's).
 pub const DEFAULT_VIRTIO_FS_DAEMON: &str = "/usr/libexec/virtiofsd";
+/// 9p message size when unset or 0 (Kata: 8192).
+pub const DEFAULT_MSIZE_9P: u32 = 8192;
+/// Smallest and largest 9p message size sandvm accepts, bytes: one page to
+/// 1 MiB (the guest's 9p client lowers a larger msize to its transport's
+/// limit itself).
+pub const MSIZE_9P_RANGE: (u32, u32) = (4096, 1_048_576);
 /// Block AIO when unset (Kata: io_uring).
 pub const DEFAULT_BLOCK_AIO: &str = "io_uring";
 /// RNG source when unset.
@@ -52,13 +58,10 @@ fn shared_fs_kind(cx: &Ctx<'_>, raw: &RawQemu) -> Result<SharedFs, ConfigError> 
         None | Some("") | Some("virtio-fs") => Ok(SharedFs::VirtioFs),
         Some("virtio-fs-nydus") => Ok(SharedFs::VirtioFsNydus),
         Some("none") => Ok(SharedFs::None),
-        Some("virtio-9p") => Err(cx.err(
-            &k("shared_fs"),
-            "virtio-9p is not supported by sandvm; use virtio-fs",
-        )),
+        Some("virtio-9p") => Ok(SharedFs::Virtio9p),
         Some(o) => Err(cx.err(
             &k("shared_fs"),
-            format!("unknown value {o:?}; expected virtio-fs, virtio-fs-nydus or none"),
+            format!("unknown value {o:?}; expected virtio-fs, virtio-fs-nydus, virtio-9p or none"),
         )),
     }
 }
@@ -68,7 +71,7 @@ fn shared_fs(cx: &Ctx<'_>, raw: &RawQemu) -> Result<SharedFsConfig, ConfigError>
     let daemon = cx
         .opt_path(&k("virtio_fs_daemon"), &raw.virtio_fs_daemon)?
         .unwrap_or_else(|| PathBuf::from(DEFAULT_VIRTIO_FS_DAEMON));
-    if kind != SharedFs::None {
+    if kind.has_daemon() {
         cx.allowed(
             &k("virtio_fs_daemon"),
             &k("valid_virtio_fs_daemon_paths"),
@@ -112,11 +115,27 @@ fn shared_fs(cx: &Ctx<'_>, raw: &RawQemu) -> Result<SharedFsConfig, ConfigError>
     Ok(SharedFsConfig {
         inode_file_handles: inode_file_handles(cx, raw, kind)?,
         kind,
-        daemon: (kind != SharedFs::None).then_some(daemon),
+        msize_9p: msize_9p(cx, raw)?,
+        daemon: kind.has_daemon().then_some(daemon),
         cache,
         queue_size,
         extra_args,
     })
+}
+
+/// `msize_9p`: 0 or unset for [`DEFAULT_MSIZE_9P`], else within
+/// [`MSIZE_9P_RANGE`]. Checked whatever `shared_fs` is (Kata's files set it
+/// with virtio-fs too), used only with virtio-9p.
+fn msize_9p(cx: &Ctx<'_>, raw: &RawQemu) -> Result<u32, ConfigError> {
+    let (min, max) = MSIZE_9P_RANGE;
+    match raw.msize_9p {
+        None | Some(0) => Ok(DEFAULT_MSIZE_9P),
+        Some(n) if n >= min as i64 && n <= max as i64 => Ok(n as u32),
+        Some(n) => Err(cx.err(
+            &k("msize_9p"),
+            format!("must be 0 (Kata's default, {DEFAULT_MSIZE_9P}) or from {min} to {max} bytes (got {n})"),
+        )),
+    }
 }
 
 /// `virtio_fs_inode_file_handles`: virtiofsd's modes; nydusd has none, so

@@ -22,12 +22,13 @@ pub(super) fn check(
             .unwrap_or_else(|| PathBuf::from(DEFAULT_TEMPLATE_PATH)),
     };
     // Kata's check: a template VM is built with shared file memory and its
-    // clones with private memory; virtio-fs and a file backend need
-    // share=on throughout, so neither works with templating.
-    if f.enable_template && (shared_fs != SharedFs::None || file_mem_backend.is_some()) {
+    // clones with private memory; virtio-fs (its daemon maps guest memory)
+    // and a file backend need share=on throughout, so neither works with
+    // templating. virtio-9p is served inside QEMU and does.
+    if f.enable_template && (shared_fs.has_daemon() || file_mem_backend.is_some()) {
         return Err(cx.err(
             "factory.enable_template",
-            "VM templating has been enabled with either virtio-fs or file backed memory and this configuration will not work",
+            "VM templating has been enabled with either virtio-fs or file backed memory and this configuration will not work (use shared_fs = \"virtio-9p\" or \"none\")",
         ));
     }
     Ok(f)

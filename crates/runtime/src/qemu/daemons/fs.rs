@@ -8,23 +8,30 @@ use crate::plan::sharedfs::{self, DEFAULT_SHARE, DaemonKind, FS_API_SOCKET, FS_S
 use crate::qemu::core::Core;
 use crate::qemu::record::{FsState, Proc};
 use crate::state::{SandboxDir, check_socket_path};
+use crate::types::TemplateRole;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use tracing::info;
 
 /// At `create`: check the daemon's socket paths and settle the share
 /// (`share`, else `<dir>/shared/`, created). `None` without a shared fs.
+/// A template VM (`role`) always gets a new empty `<dir>/shared/`: its
+/// guest never mounts it, and each clone's QEMU serves the clone's own.
 pub fn prepare(
     cfg: &HypervisorConfig,
     dir: &SandboxDir,
     share: Option<PathBuf>,
+    role: Option<TemplateRole>,
 ) -> Result<Option<FsState>> {
     let Some(kind) = DaemonKind::of(cfg.shared_fs.kind) else {
         return Ok(None);
     };
-    for s in [FS_SOCKET, FS_API_SOCKET] {
-        check_socket_path(&dir.file(s))?;
+    if kind.spawns() {
+        for s in [FS_SOCKET, FS_API_SOCKET] {
+            check_socket_path(&dir.file(s))?;
+        }
     }
+    let share = share.filter(|_| role != Some(TemplateRole::Template));
     let share = match share {
         Some(p) => {
             let p = std::path::absolute(&p).unwrap_or(p);
@@ -55,7 +62,7 @@ impl Core {
     /// Called first in a start, so the daemon comes up while QEMU's start is prepared.
     pub(crate) fn start_fs_daemon(&mut self) -> Result<Option<Pending>> {
         let (dir, st) = self.parts("start the shared-fs daemon")?;
-        let Some(fs) = st.fs.clone() else {
+        let Some(fs) = st.fs.clone().filter(|f| f.kind.spawns()) else {
             return Ok(None);
         };
         let cfg = &st.config;
@@ -76,6 +83,7 @@ impl Core {
                 let pid = spawn(&bin, &args, &log, Some(listener.as_raw_fd()))?;
                 (pid, Ready::Now)
             }
+            DaemonKind::Virtio9p => return Ok(None),
             DaemonKind::Nydusd => {
                 let args = sharedfs::nydusd_args(cfg, dir.path());
                 let pid = spawn(&bin, &args, &log, None)?;
