@@ -185,4 +185,8 @@ pub struct RawFactory {
     pub enable_template: Option<bool>,
     /// Where the template lives.
     pub template_path: Option<String>,
+    /// VMs the warm cache keeps ready.
+    pub vm_cache_number: Option<i64>,
+    /// The warm cache's socket.
+    pub vm_cache_endpoint: Option<String>,
 }

@@ -387,6 +387,29 @@ fn virtio_9p_has_no_daemon_and_kata_s_default_msize() {
 }
 
 #[test]
+fn the_vm_cache_keys_are_read_with_kata_s_defaults() {
+    let c = parse(&minimal("")).unwrap().config;
+    assert_eq!(c.factory.vm_cache_number, 0);
+    assert_eq!(
+        c.factory.vm_cache_endpoint,
+        PathBuf::from("/var/run/kata-containers/cache.sock")
+    );
+    let c = parse(&format!(
+        "{}\n[factory]\nvm_cache_number = 3\nvm_cache_endpoint = \"/run/c.sock\"\n",
+        minimal("")
+    ))
+    .unwrap()
+    .config;
+    assert_eq!(c.factory.vm_cache_number, 3);
+    assert_eq!(c.factory.vm_cache_endpoint, PathBuf::from("/run/c.sock"));
+    let e = err_of(&format!(
+        "{}\n[factory]\nvm_cache_number = -1\n",
+        minimal("")
+    ));
+    assert!(e.to_string().contains("factory.vm_cache_number"), "{e}");
+}
+
+#[test]
 fn templating_with_virtio_9p_or_none_is_accepted() {
     for fs in ["virtio-9p", "none"] {
         let c = parse(&format!(

@@ -253,6 +253,10 @@ pub struct FactoryConfig {
     pub enable_template: bool,
     /// The template's folder.
     pub template_path: PathBuf,
+    /// VMs the warm VM cache (`sandvm-vmcache`) keeps ready; 0: no cache.
+    pub vm_cache_number: u32,
+    /// The cache's socket, where shims ask it for a VM.
+    pub vm_cache_endpoint: PathBuf,
 }
 
 /// The checked `[hypervisor.qemu]` and `[factory]` configuration.
