@@ -73,24 +73,52 @@ pub fn status(root: &StateRoot, id: &str, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How a sandbox came to be, for `list`: `cache` for a VM the warm cache
+/// holds ready (paused, id `vmc-…`), `cache-taken` once a shim took it,
+/// `clone` for a template clone, `template` for a template VM, `-` otherwise.
+fn origin(id: &str, state: VmState, role: Option<runtime::TemplateRole>) -> &'static str {
+    match (id.starts_with("vmc-"), state, role) {
+        (true, VmState::Paused, _) => "cache",
+        (true, _, _) => "cache-taken",
+        (_, _, Some(runtime::TemplateRole::Clone)) => "clone",
+        (_, _, Some(runtime::TemplateRole::Template)) => "template",
+        _ => "-",
+    }
+}
+
 /// `sandvm list`.
 pub fn list(root: &StateRoot, json: bool) -> Result<ExitCode> {
     let mut rows = Vec::new();
     for id in root.list()? {
         match peek(root, &id) {
-            Ok(st) => rows.push(json!({"id": id, "state": st.state.to_string(), "pid": st.pid})),
+            Ok(st) => {
+                let rec = runtime::peek_record(root, &id).ok();
+                let role = origin(&id, st.state, rec.as_ref().and_then(|r| r.template));
+                let mib = rec.map(|r| r.config.memory_mib);
+                rows.push(
+                    json!({"id": id, "state": st.state.to_string(), "pid": st.pid,
+                    "origin": role, "memory_mib": mib}),
+                );
+            }
             Err(e) => rows.push(json!({"id": id, "state": "unknown", "error": e.to_string()})),
         }
     }
     if json {
         println!("{}", serde_json::Value::Array(rows));
     } else {
-        println!("{:<40} {:<10} PID", "ID", "STATE");
+        println!(
+            "{:<40} {:<10} {:<10} {:>8} PID",
+            "ID", "STATE", "ORIGIN", "MIB"
+        );
         for r in rows {
             println!(
-                "{:<40} {:<10} {}",
+                "{:<40} {:<10} {:<10} {:>8} {}",
                 r["id"].as_str().unwrap_or("?"),
                 r["state"].as_str().unwrap_or("?"),
+                r["origin"].as_str().unwrap_or("-"),
+                r["memory_mib"]
+                    .as_u64()
+                    .map_or("-".into(), |m| m.to_string()),
                 r["pid"].as_i64().map_or("-".into(), |p| p.to_string())
             );
         }

@@ -59,7 +59,7 @@ pub enum ConfigError {
     Load(#[from] runtime::ConfigError),
     /// The config shares no folder with the guest.
     #[error(
-        "Config {path}: containers need a shared folder; set shared_fs = \"virtio-fs\" and virtio_fs_daemon"
+        "Config {path}: containers need a shared folder; set shared_fs = \"virtio-fs\" (and virtio_fs_daemon), or \"virtio-9p\""
     )]
     NoSharedFs {
         /// The config file.

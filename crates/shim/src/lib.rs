@@ -17,6 +17,7 @@ pub mod container;
 pub mod create;
 pub mod error;
 pub mod events;
+pub mod factory;
 pub mod ids;
 pub mod io;
 pub mod logging;
@@ -29,5 +30,6 @@ pub mod share;
 pub mod shim;
 pub mod spec;
 pub mod task;
+pub mod vmcache;
 
 pub use shim::{RUNTIME_NAME, SandvmShim, shim_config};

@@ -8,12 +8,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use runtime::config::SharedFs;
 use runtime::{
     AgentSocket, CreateOptions, ExitReason, Hypervisor, HypervisorConfig, NetEndpoint, Qemu,
     StateRoot, StopMode,
 };
 use sandvm_agent_protocol::agent::{
-    CreateSandboxRequest, UpdateInterfaceRequest, UpdateRoutesRequest,
+    CreateSandboxRequest, SetGuestDateTimeRequest, UpdateInterfaceRequest, UpdateRoutesRequest,
 };
 use sandvm_agent_protocol::agent_ttrpc::AgentServiceClient;
 use sandvm_agent_protocol::{
@@ -22,8 +23,10 @@ use sandvm_agent_protocol::{
 use tokio::sync::{Mutex, watch};
 
 use crate::error::ShimError;
+use crate::factory::{self, Origin};
 use crate::network::{self, PodNetwork};
 use crate::share::{Share, blocking};
+use crate::vmcache;
 
 /// Exit status of processes whose VM ended by itself (QEMU killed or
 /// crashed, a guest panic, a daemon's death).
@@ -34,11 +37,11 @@ pub const VM_DIED_STATUS: u32 = 255;
 pub const KILLED_STATUS: u32 = 137;
 
 /// How long QEMU may take to come up (QMP negotiated).
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long the guest may take to boot until its agent answers (TCG on a
 /// loaded host is slow; a VM that dies meanwhile fails the wait at once).
-const AGENT_TIMEOUT: Duration = Duration::from_secs(180);
+pub(crate) const AGENT_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// While the guest boots, each attempt to reach the agent is this short: a
 /// sync line sent before the guest opened its port is lost, and the next
@@ -84,6 +87,8 @@ pub struct Sandbox {
     pub share: Share,
     /// QEMU's pid: the pid containerd sees for every task of the sandbox.
     pub pid: u32,
+    /// How its VM started: a template clone or a cold boot.
+    pub origin: Origin,
     /// `Some(status)` once the VM is gone: the status its processes get.
     ended: watch::Sender<Option<u32>>,
     torn_down: Mutex<bool>,
@@ -100,7 +105,8 @@ impl std::fmt::Debug for Sandbox {
     }
 }
 
-fn endpoint(s: AgentSocket) -> AgentEndpoint {
+/// The agent's endpoint for the runtime's agent socket.
+pub(crate) fn agent_endpoint(s: AgentSocket) -> AgentEndpoint {
     match s {
         AgentSocket::Serial { path } => AgentEndpoint::Serial { path },
         AgentSocket::HybridVsock { path, port } => AgentEndpoint::HybridVsock { path, port },
@@ -109,25 +115,53 @@ fn endpoint(s: AgentSocket) -> AgentEndpoint {
 }
 
 impl Sandbox {
-    /// Makes the share folder, creates and starts the VM, waits for the
-    /// agent and creates the guest's sandbox; starts watching the VM. On
-    /// failure nothing is left: no QEMU, daemon, folder or mount.
+    /// Makes the share folder, creates and starts the VM (or takes one from
+    /// the warm VM cache), waits for the agent and creates the guest's
+    /// sandbox; starts watching the VM. On failure nothing is left: no
+    /// QEMU, daemon, folder or mount. A VM taken from the cache keeps its
+    /// id: [`Sandbox::sid`] is then not `b.sid`.
     pub async fn boot(b: BootSpec) -> Result<Arc<Sandbox>, ShimError> {
-        let sid = b.sid.clone();
-        let path = Share::path_for(&b.root, &sid);
-        let share = blocking(move || Share::create(path)).await?;
+        let cached = match from_cache(&b).await {
+            Some(id) => match Qemu::attach(b.root.clone(), &id).await {
+                Ok(vm) => Some((id, vm)),
+                Err(e) => {
+                    tracing::warn!(id, error = %e, "cannot attach to the cached VM; booting one");
+                    discard(&b.root, &id).await;
+                    None
+                }
+            },
+            None => None,
+        };
+        let (sid, share, vm, origin) = match cached {
+            Some((id, vm)) => {
+                let share = Share::at(Share::path_for(&b.root, &id));
+                (id, share, vm, Origin::Cached)
+            }
+            None => {
+                let sid = b.sid.clone();
+                let path = Share::path_for(&b.root, &sid);
+                let share = blocking(move || Share::create(path)).await?;
+                let src = factory::choose(&sid, &b.config, &b.annotations);
+                let vm = Qemu::new(b.root.clone(), src.config);
+                (sid, share, vm, src.origin)
+            }
+        };
         let network = match &b.netns {
             None => None,
             Some(p) => match PodNetwork::setup(p).await {
                 Ok(n) => Some(n),
                 Err(source) => {
+                    if origin == Origin::Cached
+                        && let Err(e) = vm.stop_with(StopMode::Force).await
+                    {
+                        tracing::warn!(sid, error = %e, "cannot stop the cached VM");
+                    }
                     destroy_share(&sid, share).await;
                     return Err(ShimError::Network { sid, source });
                 }
             },
         };
-        let vm = Qemu::new(b.root.clone(), b.config.clone());
-        let agent = match Self::start(&vm, &share, &b, network.as_ref()).await {
+        let agent = match Self::start(&vm, &share, &sid, &b, origin, network.as_ref()).await {
             Ok(a) => a,
             Err(e) => {
                 if let Err(se) = vm.stop_with(StopMode::Force).await {
@@ -151,31 +185,27 @@ impl Sandbox {
             agent,
             share,
             pid,
+            origin,
             ended: watch::Sender::new(None),
             torn_down: Mutex::new(false),
             network: Mutex::new(network),
         });
         tokio::spawn(watch_vm(Arc::clone(&sb)));
-        tracing::info!(sid = %sb.sid, pid, "sandbox running");
+        tracing::info!(sid = %sb.sid, pid, origin = origin.as_str(), "sandbox running");
         Ok(sb)
     }
 
+    /// Brings the VM up (a cached one is resumed), plugs the pod's NICs,
+    /// then [`Self::ready`].
     async fn start(
         vm: &Qemu,
         share: &Share,
+        sid: &str,
         b: &BootSpec,
+        origin: Origin,
         net: Option<&PodNetwork>,
     ) -> Result<AgentServiceClient, ShimError> {
-        let hv = |what| {
-            let sid = b.sid.clone();
-            move |source| ShimError::Hypervisor {
-                sid,
-                what,
-                source: Box::new(source),
-            }
-        };
-        // the taps are cold-plugged: the guest has its NICs from boot
-        let network = net
+        let taps: Vec<NetEndpoint> = net
             .iter()
             .flat_map(|n| &n.wired)
             .map(|w| NetEndpoint::TapFd {
@@ -183,33 +213,73 @@ impl Sandbox {
                 mac: Some(w.ep.mac.clone()),
             })
             .collect();
-        let opts = CreateOptions {
-            share: Some(share.shared()),
-            network,
-            annotations: b.annotations.clone(),
-            ..CreateOptions::default()
+        // A cold boot has its NICs from boot (cold-plugged); a clone's
+        // devices are the template's, and a cached VM runs already: their
+        // NICs are hot-plugged once they run.
+        let (cold, hot) = match origin {
+            Origin::Cold => (taps, Vec::new()),
+            Origin::Clone | Origin::Cached => (Vec::new(), taps),
         };
-        vm.create_vm(&b.sid, opts).await.map_err(hv("create"))?;
-        vm.start_vm(START_TIMEOUT).await.map_err(hv("start"))?;
-        let ep = endpoint(vm.get_agent_socket().map_err(hv("find the agent socket"))?);
-        tracing::info!(sid = %b.sid, endpoint = %ep, "waiting for the agent");
+        if origin == Origin::Cached {
+            vm.resume_vm()
+                .await
+                .map_err(hv(sid, "resume the cached VM"))?;
+        } else {
+            let opts = CreateOptions {
+                share: Some(share.shared()),
+                network: cold,
+                annotations: b.annotations.clone(),
+                template: origin.role(),
+            };
+            vm.create_vm(sid, opts).await.map_err(hv(sid, "create"))?;
+            vm.start_vm(START_TIMEOUT).await.map_err(hv(sid, "start"))?;
+        }
+        for ep in hot {
+            vm.hotplug_add_device(ep.into_device(String::new()))
+                .await
+                .map_err(hv(sid, "hot-plug a NIC"))?;
+        }
+        Self::ready(vm, sid, b, origin, net).await
+    }
+
+    /// Waits for the agent (the VM dying meanwhile ends the wait), sets a
+    /// clone's or cached VM's clock, creates the guest's sandbox and
+    /// configures its network.
+    async fn ready(
+        vm: &Qemu,
+        sid: &str,
+        b: &BootSpec,
+        origin: Origin,
+        net: Option<&PodNetwork>,
+    ) -> Result<AgentServiceClient, ShimError> {
+        let ep = agent_endpoint(
+            vm.get_agent_socket()
+                .map_err(hv(sid, "find the agent socket"))?,
+        );
+        tracing::info!(sid, endpoint = %ep, "waiting for the agent");
         let client = tokio::select! {
             r = wait_agent(&ep, AGENT_TIMEOUT) => r.map_err(|source| ShimError::Connect {
-                sid: b.sid.clone(),
+                sid: sid.to_string(),
                 source,
             })?,
             exit = vm.wait_vm() => {
                 let why = exit.map(|e| e.to_string()).unwrap_or_else(|e| e.to_string());
                 return Err(ShimError::State(format!(
-                    "Sandbox {}: the VM ended while it booted: {why}", b.sid
+                    "Sandbox {sid}: the VM ended while it booted: {why}"
                 )));
             }
         };
-        tracing::info!(sid = %b.sid, agent = %client.versions.build, "agent ready");
+        tracing::info!(sid, agent = %client.versions.build, "agent ready");
+        if origin != Origin::Cold {
+            set_guest_clock(&client.agent).await?;
+        }
+        let fs = vm.hypervisor_config().shared_fs;
         let req = CreateSandboxRequest {
-            sandbox_id: b.sid.clone(),
+            sandbox_id: sid.to_string(),
             hostname: b.hostname.clone(),
             shared_fs_tag: SHARED_FS_TAG.to_string(),
+            shared_fs_type: guest_fs_type(fs.kind).to_string(),
+            msize_9p: fs.msize_9p,
             ..Default::default()
         };
         client
@@ -269,10 +339,76 @@ impl Sandbox {
     }
 }
 
+/// The error of runtime call `what` on sandbox `sid`.
+fn hv(sid: &str, what: &'static str) -> impl FnOnce(runtime::HypervisorError) -> ShimError {
+    let sid = sid.to_string();
+    move |source| ShimError::Hypervisor {
+        sid,
+        what,
+        source: Box::new(source),
+    }
+}
+
+/// The id of a VM from the warm cache, when the config has one and the
+/// sandbox asks for nothing the cached VMs lack; why not otherwise (logged).
+async fn from_cache(b: &BootSpec) -> Option<String> {
+    let f = &b.config.factory;
+    if f.vm_cache_number == 0 {
+        return None;
+    }
+    if !b.annotations.is_empty() {
+        tracing::warn!(sid = %b.sid, "hypervisor annotations: not taking a VM from the cache; booting one");
+        return None;
+    }
+    match vmcache::take(&f.vm_cache_endpoint, &b.config.source).await {
+        Ok(id) => {
+            tracing::info!(sid = %b.sid, id, "took a VM from the cache");
+            Some(id)
+        }
+        Err(e) => {
+            tracing::warn!(sid = %b.sid, error = %e, "no VM from the cache; booting one");
+            None
+        }
+    }
+}
+
+/// Stops cached VM `id` the shim took but cannot use.
+async fn discard(root: &StateRoot, id: &str) {
+    if let Err(e) = Qemu::force_cleanup(root, id).await {
+        tracing::warn!(id, error = %e, "cannot stop a cached VM");
+    }
+}
+
 async fn destroy_share(sid: &str, share: Share) {
     if let Err(me) = blocking(move || share.destroy()).await {
         tracing::warn!(sid, error = %me, "cannot clear the share folder of a failed boot");
     }
+}
+
+/// The agent's name for the shared filesystem's type.
+fn guest_fs_type(kind: SharedFs) -> &'static str {
+    match kind {
+        SharedFs::Virtio9p => "9p",
+        _ => "virtiofs",
+    }
+}
+
+/// A clone's clock is the template's, stopped when the template was saved:
+/// the agent sets it to the host's time (Kata's SetGuestDateTime).
+async fn set_guest_clock(agent: &AgentServiceClient) -> Result<(), ShimError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let req = SetGuestDateTimeRequest {
+        sec: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+        usec: i64::from(now.subsec_micros()),
+        ..Default::default()
+    };
+    agent
+        .set_guest_date_time(ctx(CALL_TIMEOUT), &req)
+        .await
+        .map_err(ShimError::agent("SetGuestDateTime"))?;
+    Ok(())
 }
 
 /// Asks the agent for the pod's interfaces (UpdateInterface, each found by
@@ -306,7 +442,10 @@ async fn configure_guest(agent: &AgentServiceClient, n: &PodNetwork) -> Result<(
 
 /// Retries [`connect`] until the agent answers `Check` (a version mismatch is
 /// final), with short attempts while the guest boots.
-async fn wait_agent(ep: &AgentEndpoint, deadline: Duration) -> Result<AgentClient, ConnectError> {
+pub(crate) async fn wait_agent(
+    ep: &AgentEndpoint,
+    deadline: Duration,
+) -> Result<AgentClient, ConnectError> {
     let start = tokio::time::Instant::now();
     loop {
         let per = if start.elapsed() < BOOT_PHASE {

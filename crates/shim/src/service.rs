@@ -146,7 +146,23 @@ impl Service {
         sid: String,
         n: NewContainer,
     ) -> Result<CreateTaskResponse, ShimError> {
-        let (sb, booted) = self.sandbox_for(req, root, sid, &n).await?;
+        let (sb, booted) = self.sandbox_for(req, root.clone(), sid.clone(), &n).await?;
+        if sb.sid != sid {
+            // a VM from the cache keeps its id: `delete` must find that one
+            let rec = Record {
+                sandbox_id: sb.sid.clone(),
+                state_root: root.path().to_path_buf(),
+                share: Share::path_for(&root, &sb.sid),
+                guest_id: n.gcid.clone(),
+            };
+            if let Err(e) = rec.write(&n.bundle).await {
+                if booted {
+                    sb.shutdown().await;
+                    *self.sandbox.lock().await = None;
+                }
+                return Err(e.into());
+            }
+        }
         let stdio = n.stdio.clone();
         match create::create_container(&sb, &self.events, n).await {
             Ok(c) => {
