@@ -55,8 +55,13 @@ pub fn shim_config() -> PathBuf {
 /// runs under this host's KVM (PVM) while a stock guest kernel then stops on
 /// an internal error; the tests run under TCG, as DESIGN.md says.
 pub fn shim_config_tcg(dir: &Path) -> PathBuf {
-    let shipped = shim_config();
-    let text = std::fs::read_to_string(&shipped).unwrap();
+    config_tcg(dir, &shim_config(), "sandvm-tcg.toml")
+}
+
+/// The shipped config `shipped` under TCG (see [`shim_config_tcg`]), written
+/// into `dir` as `name`.
+pub fn config_tcg(dir: &Path, shipped: &Path, name: &str) -> PathBuf {
+    let text = std::fs::read_to_string(shipped).unwrap();
     let root = format!("\"{}/", repo().display());
     let tcg = text
         .replace("\"../", &root)
@@ -66,7 +71,7 @@ pub fn shim_config_tcg(dir: &Path) -> PathBuf {
         "{} does not say accelerator = \"auto\"",
         shipped.display()
     );
-    write_file(dir, "sandvm-tcg.toml", &tcg)
+    write_file(dir, name, &tcg)
 }
 
 /// The guest kernel's release (`make guest` records it).

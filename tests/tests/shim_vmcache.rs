@@ -1,0 +1,138 @@
+//! The warm VM cache (`[factory] vm_cache_number`, `sandvm-vmcache`) under
+//! a real containerd with the shim: the cache fills, `sandvm list` shows
+//! what it holds, a container's VM is taken from it (the shim's log says
+//! which), the cache refills, and stopping the server leaves nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod shim_support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sandvm_tests::oci::TEST_IMAGE_MARKER;
+use sandvm_tests::{eventually, json, sandvm_bin};
+use shim_support::{ShimEnv, shim_dir, tail};
+
+/// How long the cache may take to make a VM (a cold boot under TCG).
+const FILL: Duration = Duration::from_secs(240);
+
+/// `sandvm list --json` of the shim's state root: (id, state, origin) rows.
+fn list(state: &Path) -> Vec<(String, String, String)> {
+    let out = Command::new(sandvm_bin())
+        .arg("--state-dir")
+        .arg(state)
+        .args(["list", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    json(&String::from_utf8_lossy(&out.stdout))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            (s("id"), s("state"), s("origin"))
+        })
+        .filter(|(id, _, _)| id.starts_with("vmc-"))
+        .collect()
+}
+
+/// The ids of the VMs the cache holds ready.
+fn ready(state: &Path) -> Vec<String> {
+    list(state)
+        .into_iter()
+        .filter(|(_, st, origin)| st == "paused" && origin == "cache")
+        .map(|(id, _, _)| id)
+        .collect()
+}
+
+fn start_cache(e: &ShimEnv) -> Child {
+    let log = std::fs::File::create(e.cd.dir().join("vmcache.log")).unwrap();
+    Command::new(shim_dir().join("sandvm-vmcache"))
+        .arg("--config")
+        .arg(&e.config)
+        .arg("--state-dir")
+        .arg(e.cd.sandvm_state_dir())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("cannot start sandvm-vmcache (make build)")
+}
+
+fn cache_log(e: &ShimEnv) -> String {
+    std::fs::read_to_string(e.cd.dir().join("vmcache.log")).unwrap_or_default()
+}
+
+#[test]
+fn containers_take_warm_vms_from_the_cache_and_it_refills() {
+    let mut e = ShimEnv::start();
+    let sock = e.cd.dir().join("vmcache.sock");
+    let text = std::fs::read_to_string(&e.config).unwrap();
+    let text = text.replace(
+        "[factory]\n",
+        &format!(
+            "[factory]\nvm_cache_number = 1\nvm_cache_endpoint = \"{}\"\n",
+            sock.display()
+        ),
+    );
+    e.config = e.cd.dir().join("sandvm-cache.toml");
+    std::fs::write(&e.config, text).unwrap();
+    let state = e.cd.sandvm_state_dir();
+
+    let mut server = start_cache(&e);
+    let mut first = Vec::new();
+    assert!(
+        eventually(FILL, || {
+            first = ready(&state);
+            first.len() == 1
+        }),
+        "the cache never held a ready VM: {:?}\n{}",
+        list(&state),
+        tail(&cache_log(&e), 30)
+    );
+
+    // the container's VM is the cached one: the shim says so, and the VM
+    // it ran in is gone with it
+    let out = e.run_ok("w1", &[], &["cat", "/etc/sandvm-image"]);
+    assert_eq!(out.trim(), TEST_IMAGE_MARKER);
+    let log = e.cd.log();
+    assert!(
+        log.contains("took a VM from the cache") && log.contains(&first[0]),
+        "the shim did not take {} from the cache:\n{}",
+        first[0],
+        tail(&log, 40)
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || !list(&state)
+            .iter()
+            .any(|(id, _, _)| *id == first[0])),
+        "the taken VM outlived its container: {:?}",
+        list(&state)
+    );
+
+    // the cache refilled with a new VM
+    let mut again = Vec::new();
+    assert!(
+        eventually(FILL, || {
+            again = ready(&state);
+            again.len() == 1
+        }),
+        "the cache did not refill: {:?}\n{}",
+        list(&state),
+        tail(&cache_log(&e), 30)
+    );
+    assert_ne!(again, first);
+
+    // the server stops what it holds
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = server.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{}", cache_log(&e));
+    assert!(!sock.exists(), "the endpoint socket is left");
+    e.assert_clean();
+}
