@@ -21,10 +21,12 @@ use std::time::Duration;
 
 use sandvm_tests::containerd::{CriRuntime, Options};
 use sandvm_tests::cri::v1::{self, ContainerState, NamespaceMode};
-use sandvm_tests::eventually;
 use sandvm_tests::oci::{PAUSE_IMAGE, TEST_IMAGE, pause_image_archive, test_image_archive};
+use sandvm_tests::{TemplateDir, eventually};
 use shim_support::cri::{Cri, K8S_NS, TempDir};
-use shim_support::{SETTLE, SHIM_BIN, ShimEnv, shim_config_tcg};
+use shim_support::{
+    SETTLE, SHIM_BIN, ShimEnv, create_template, ninep_guest, shim_config_tcg, template_config_tcg,
+};
 
 /// The port of the server in the peer namespace.
 const PEER_PORT: u16 = 8080;
@@ -75,14 +77,15 @@ struct TestNet {
 }
 
 impl TestNet {
-    fn new() -> TestNet {
+    /// The network of variant `k` (0 or 1) of this process's tests.
+    fn new(k: u32) -> TestNet {
         let id = std::process::id() % 100_000;
-        let n = std::process::id() % 250;
+        let n = (std::process::id() + k * 125) % 250;
         TestNet {
-            bridge: format!("svbr{id}"),
+            bridge: format!("svbr{id}{k}"),
             prefix: format!("10.231.{n}"),
-            peer_ns: format!("sandvm-peer-{id}"),
-            host_veth: format!("svph{id}"),
+            peer_ns: format!("sandvm-peer-{id}-{k}"),
+            host_veth: format!("svph{id}{k}"),
             pod_ns: std::cell::RefCell::new(None),
             pod_id: std::cell::RefCell::new(String::new()),
         }
@@ -374,15 +377,54 @@ fn in_netns(ns: &Path, args: &[&str]) -> String {
     run(Command::new("nsenter").args(&a))
 }
 
+/// How the pod's VM comes up.
+#[derive(Clone, Copy, PartialEq)]
+enum Boot {
+    /// A cold boot: the tap is cold-plugged.
+    Cold,
+    /// A clone of a template made before the pod: the tap is hot-plugged.
+    Clone,
+}
+
+/// Whether process `pid` holds an fd on `/dev/net/tun` (a tap).
+fn holds_tun(pid: i32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .any(|f| std::fs::read_link(f.path()).is_ok_and(|l| l == Path::new("/dev/net/tun")))
+}
+
 #[test]
 fn cri_pod_on_a_cni_bridge_talks_through_the_tap() {
-    let conf_dir = TempDir::new("sandvm-cri-net");
-    let config = shim_config_tcg(&conf_dir.0);
+    pod_talks_through_the_tap(Boot::Cold);
+}
+
+/// The same with the template config: the pod's VM is a clone (QEMU runs
+/// with `-incoming`, maps the template's memory), its NIC hot-plugged.
+#[test]
+fn cri_template_pod_is_a_clone_and_talks_through_the_tap() {
+    pod_talks_through_the_tap(Boot::Clone);
+}
+
+fn pod_talks_through_the_tap(boot: Boot) {
+    let tag = match boot {
+        Boot::Cold => "cri-net",
+        Boot::Clone => "cri-net-tmpl",
+    };
+    let conf_dir = TempDir::new(&format!("sandvm-{tag}"));
+    let tp = TemplateDir::new(tag);
+    let config = match boot {
+        Boot::Cold => shim_config_tcg(&conf_dir.0),
+        Boot::Clone => {
+            ninep_guest();
+            template_config_tcg(&conf_dir.0, &tp.0)
+        }
+    };
     assert!(
         Path::new("/usr/lib/cni/bridge").exists() && Path::new("/usr/lib/cni/host-local").exists(),
         "Debian's CNI plugins are missing in /usr/lib/cni: run `make setup`"
     );
-    let net = TestNet::new();
+    let net = TestNet::new(boot as u32);
     let e = ShimEnv::start_with(Options {
         cri: true,
         cri_runtimes: vec![CriRuntime::sandvm(&config)],
@@ -395,6 +437,9 @@ fn cri_pod_on_a_cni_bridge_talks_through_the_tap() {
     std::fs::write(cni.join("10-sandvm-test.conflist"), conflist).unwrap();
     e.cd.import_in(K8S_NS, &test_image_archive());
     e.cd.import_in(K8S_NS, &pause_image_archive(e.cd.dir()));
+    if boot == Boot::Clone {
+        create_template(&e.cd.sandvm_state_dir(), &config);
+    }
     let cri = Cri::connect(&e);
     wait_network_ready(&cri);
 
@@ -417,18 +462,32 @@ fn cri_pod_on_a_cni_bridge_talks_through_the_tap() {
     let qemu = e.processes("qemu-system-x86_64");
     assert_eq!(qemu.len(), 1, "one VM for the pod: {qemu:?}");
     let qargv = argv(qemu[0]);
-    assert!(
-        qargv
-            .iter()
-            .any(|a| a.starts_with("tap,") && a.contains("fd=")),
-        "no tap netdev on an fd: {qargv:?}"
-    );
+    match boot {
+        // cold-plugged: the tap's fd is on QEMU's command line
+        Boot::Cold => assert!(
+            qargv
+                .iter()
+                .any(|a| a.starts_with("tap,") && a.contains("fd=")),
+            "no tap netdev on an fd: {qargv:?}"
+        ),
+        // hot-plugged into the running clone: QEMU holds a tap fd it got
+        // over QMP
+        Boot::Clone => assert!(holds_tun(qemu[0]), "the clone holds no tap fd: {qargv:?}"),
+    }
     assert!(
         !qargv
             .iter()
             .any(|a| a.starts_with("user,") || a.contains("type=user")),
         "user-mode networking: {qargv:?}"
     );
+    if boot == Boot::Clone {
+        let memory = tp.0.join("memory").display().to_string();
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", qemu[0])).unwrap();
+        assert!(
+            qargv.iter().any(|a| a == "-incoming") && maps.contains(&memory),
+            "not a clone of the template: {qargv:?}"
+        );
+    }
     // tc mirrors CNI's veth and the tap, each way.
     let veth_filters = in_netns(&pod_ns, &["tc", "filter", "show", "dev", "eth0", "ingress"]);
     assert!(

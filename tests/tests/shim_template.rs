@@ -9,57 +9,9 @@
 
 mod shim_support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use sandvm_tests::oci::TEST_IMAGE_MARKER;
-use sandvm_tests::{TemplateDir, eventually, finish, repo, sandvm_bin};
-use shim_support::{SETTLE, ShimEnv, config_tcg, tail};
-
-/// The 9p guest (`make guest`), or a failure that says so.
-fn ninep_release() -> String {
-    let dir = repo().join("build/guest");
-    for f in ["vmlinuz-9p", "initramfs-9p.cpio.gz", "kernel-version-9p"] {
-        assert!(
-            dir.join(f).exists(),
-            "{} is missing: run `make guest`",
-            dir.join(f).display()
-        );
-    }
-    std::fs::read_to_string(dir.join("kernel-version-9p"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-/// The shipped template config under TCG, its template in `tp`.
-fn template_config(e: &ShimEnv, tp: &Path) -> PathBuf {
-    let shipped = repo().join("configs/sandvm-containerd-template.toml");
-    let p = config_tcg(e.cd.dir(), &shipped, "sandvm-template-tcg.toml");
-    let text = std::fs::read_to_string(&p).unwrap();
-    let line = "template_path = \"/dev/shm/sandvm-containerd-template\"";
-    assert!(text.contains(line), "{} lacks {line}", shipped.display());
-    let text = text.replace(line, &format!("template_path = \"{}\"", tp.display()));
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-/// `sandvm template create` with the shim's state root.
-fn create_template(e: &ShimEnv) {
-    let out = Command::new(sandvm_bin())
-        .arg("--state-dir")
-        .arg(e.cd.sandvm_state_dir())
-        .args(["template", "create", "--config"])
-        .arg(&e.config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "template create failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use sandvm_tests::{TemplateDir, eventually, finish};
+use shim_support::{SETTLE, ShimEnv, create_template, ninep_guest, tail, template_config_tcg};
 
 /// The command line and memory map of the one QEMU of the test's sandboxes.
 fn qemu_of(e: &ShimEnv) -> (String, String) {
@@ -78,10 +30,10 @@ fn qemu_of(e: &ShimEnv) -> (String, String) {
 
 #[test]
 fn containers_run_in_clones_of_the_template() {
-    let release = ninep_release();
+    let release = ninep_guest();
     let tp = TemplateDir::new("shim");
     let mut e = ShimEnv::start();
-    e.config = template_config(&e, &tp.0);
+    e.config = template_config_tcg(e.cd.dir(), &tp.0);
 
     // No template yet: the VM boots cold, and the log says why.
     let out = e.run_ok("cold", &[], &["cat", "/etc/sandvm-image"]);
@@ -94,7 +46,7 @@ fn containers_run_in_clones_of_the_template() {
     );
     e.assert_clean();
 
-    create_template(&e);
+    create_template(&e.cd.sandvm_state_dir(), &e.config);
     let memory = tp.0.join("memory");
     let run = e.spawn_run("t1", &[], &["sleep", "600"]);
     e.wait_status("t1", "RUNNING");

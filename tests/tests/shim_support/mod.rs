@@ -74,6 +74,53 @@ pub fn config_tcg(dir: &Path, shipped: &Path, name: &str) -> PathBuf {
     write_file(dir, name, &tcg)
 }
 
+/// The 9p guest's kernel release (`make guest` builds the guest the
+/// template config boots), or a failure that says to build it.
+pub fn ninep_guest() -> String {
+    let dir = repo().join("build/guest");
+    for f in ["vmlinuz-9p", "initramfs-9p.cpio.gz", "kernel-version-9p"] {
+        assert!(
+            dir.join(f).exists(),
+            "{} is missing: run `make guest`",
+            dir.join(f).display()
+        );
+    }
+    std::fs::read_to_string(dir.join("kernel-version-9p"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// The shipped template config (`configs/sandvm-containerd-template.toml`)
+/// under TCG, written into `dir`, its template in `tp`.
+pub fn template_config_tcg(dir: &Path, tp: &Path) -> PathBuf {
+    let shipped = repo().join("configs/sandvm-containerd-template.toml");
+    let p = config_tcg(dir, &shipped, "sandvm-template-tcg.toml");
+    let text = std::fs::read_to_string(&p).unwrap();
+    let line = "template_path = \"/dev/shm/sandvm-containerd-template\"";
+    assert!(text.contains(line), "{} lacks {line}", shipped.display());
+    let text = text.replace(line, &format!("template_path = \"{}\"", tp.display()));
+    write_file(dir, "sandvm-template-tcg.toml", &text)
+}
+
+/// `sandvm template create --config config` in the state root `state`
+/// (the shim's: containerd's `SANDVM_STATE_DIR`).
+pub fn create_template(state: &Path, config: &Path) {
+    let out = Command::new(sandvm_tests::sandvm_bin())
+        .arg("--state-dir")
+        .arg(state)
+        .args(["template", "create", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "template create failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The guest kernel's release (`make guest` records it).
 pub fn guest_kernel_release() -> String {
     let p = repo().join("build/guest/kernel-version");
