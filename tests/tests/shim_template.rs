@@ -76,12 +76,20 @@ fn containers_run_in_clones_of_the_template() {
         "t1",
         "sh",
         "-c",
-        "cat /etc/sandvm-image; uname -r; date +%s",
+        "cat /etc/sandvm-image; uname -r; date +%s; grep -m1 ' 9p ' /proc/mounts",
     ]);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines.len(), 4, "{out}");
     assert_eq!(lines[0], TEST_IMAGE_MARKER);
     assert_eq!(lines[1], release);
+    // the share is a 9p mount with the shipped config's msize (the guest
+    // would clamp one its transport cannot carry)
+    assert!(
+        lines[3].contains(" 9p ")
+            && lines[3].contains("trans=virtio")
+            && lines[3].contains("msize=262144"),
+        "{out}"
+    );
     let guest: i64 = lines[2].parse().unwrap();
     let host = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
