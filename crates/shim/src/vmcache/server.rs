@@ -300,63 +300,91 @@ async fn discard(root: &StateRoot, id: &str, vm: Option<Qemu>) {
     }
 }
 
-/// Answers one connection: one request line, one reply line.
+/// Answers one connection: one request line, one reply line. A VM taken
+/// goes back to the pool when its id cannot be written: nobody would ever
+/// hold it otherwise.
 async fn answer(cache: Arc<Cache>, s: UnixStream) {
     let (r, mut w) = s.into_split();
     let mut line = String::new();
     let mut r = BufReader::new(r).take(4096);
-    let reply = match tokio::time::timeout(Duration::from_secs(5), r.read_line(&mut line)).await {
-        Ok(Ok(_)) => match serde_json::from_str::<Request>(line.trim()) {
-            Ok(req) => handle(&cache, req).await,
-            Err(e) => Reply::Error {
-                message: format!("bad request: {e}"),
+    let (reply, taken) =
+        match tokio::time::timeout(Duration::from_secs(5), r.read_line(&mut line)).await {
+            Ok(Ok(_)) => match serde_json::from_str::<Request>(line.trim()) {
+                Ok(req) => handle(&cache, req).await,
+                Err(e) => (
+                    Reply::Error {
+                        message: format!("bad request: {e}"),
+                    },
+                    None,
+                ),
             },
-        },
-        _ => return,
-    };
+            _ => return,
+        };
     let mut out = serde_json::to_vec(&reply).unwrap_or_default();
     out.push(b'\n');
-    if let Err(e) = w.write_all(&out).await {
-        tracing::warn!(error = %e, "VM cache: cannot answer");
+    match (w.write_all(&out).await, taken) {
+        (Ok(()), Some(Ready { id, vm })) => {
+            // the handle's lock goes with it: the shim attaches next
+            drop(vm);
+            tracing::info!(id, "VM cache: VM taken");
+        }
+        (Err(e), Some(r)) => {
+            tracing::warn!(id = r.id, error = %e, "VM cache: cannot hand a VM over");
+            give_back(&cache, r).await;
+        }
+        (Err(e), None) => tracing::warn!(error = %e, "VM cache: cannot answer"),
+        (Ok(()), None) => {}
     }
 }
 
-async fn handle(cache: &Cache, req: Request) -> Reply {
+/// Puts a VM that was not handed over back in the pool, or stops it when
+/// the pool has been refilled meanwhile (it never holds more than its
+/// number).
+async fn give_back(cache: &Cache, r: Ready) {
+    let mut p = cache.pool.lock().await;
+    if p.ready.len() + p.filling < cache.number {
+        p.ready.push_front(r);
+        return;
+    }
+    drop(p);
+    discard(&cache.root, &r.id, Some(r.vm)).await;
+}
+
+/// The reply to `req`, and the VM it hands over, still held.
+async fn handle(cache: &Cache, req: Request) -> (Reply, Option<Ready>) {
     match req {
         Request::Status => {
             let p = cache.pool.lock().await;
-            Reply::Status {
+            let reply = Reply::Status {
                 config: cache.cfg.source.clone(),
                 number: cache.number,
                 ready: p.ready.iter().map(|r| r.id.clone()).collect(),
                 filling: p.filling,
-            }
+            };
+            (reply, None)
         }
         Request::Take { config } => take(cache, &config).await,
     }
 }
 
-async fn take(cache: &Cache, config: &PathBuf) -> Reply {
+async fn take(cache: &Cache, config: &PathBuf) -> (Reply, Option<Ready>) {
     if *config != cache.cfg.source {
-        return Reply::Error {
-            message: format!(
-                "this cache serves {}, not {}",
-                cache.cfg.source.display(),
-                config.display()
-            ),
-        };
+        let message = format!(
+            "this cache serves {}, not {}",
+            cache.cfg.source.display(),
+            config.display()
+        );
+        return (Reply::Error { message }, None);
     }
     let got = cache.pool.lock().await.ready.pop_front();
     cache.wake.notify_one();
     match got {
-        Some(Ready { id, vm }) => {
-            // the handle's lock goes with it: the shim attaches next
-            drop(vm);
-            tracing::info!(id, "VM cache: VM taken");
-            Reply::Taken { id }
-        }
-        None => Reply::Error {
-            message: "no VM ready yet (the cache is refilling)".into(),
-        },
+        Some(r) => (Reply::Taken { id: r.id.clone() }, Some(r)),
+        None => (
+            Reply::Error {
+                message: "no VM ready yet (the cache is refilling)".into(),
+            },
+            None,
+        ),
     }
 }
