@@ -8,7 +8,7 @@
 //!                                each with its share folder; listens on
 //!                                C's vm_cache_endpoint
 //! shim (config C, N > 0)  ──{"op":"take","config":C}──>  server
-//!                         <──{"id":"vmc-…"}──            (drops its handle)
+//!                         <──{"taken":{"id":"vmc-…"}}──  (drops its handle)
 //! shim: attach to the sandbox, resume it, hot-plug the pod's NICs, set the
 //!       guest clock, CreateSandbox: the sandbox is the shim's from here on
 //! ```
