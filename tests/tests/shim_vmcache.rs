@@ -112,6 +112,15 @@ fn containers_take_warm_vms_from_the_cache_and_it_refills() {
         list(&state)
     );
 
+    // the shim stopped the VM it attached to: its end is a stop, not an
+    // unexplained death
+    let log = e.cd.log();
+    assert!(
+        !log.contains("the sandbox VM ended"),
+        "the shim took its own stop of the cached VM for a death:\n{}",
+        tail(&log, 40)
+    );
+
     // the cache refilled with a new VM
     let mut again = Vec::new();
     assert!(

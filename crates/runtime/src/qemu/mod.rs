@@ -33,6 +33,7 @@ use crate::state::{StateRoot, files};
 use crate::types::*;
 use record::QemuRecord;
 use snapshot::SnapshotInfo;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::Duration;
 use tokio::sync::{Mutex, broadcast, watch};
@@ -64,6 +65,10 @@ pub(crate) struct Inner {
     pub(crate) supervision: Supervision,
     /// Whether a supervisor task of this process watches it.
     pub(crate) watching: std::sync::atomic::AtomicBool,
+    /// Whether this handle has begun stopping the VM: a waiter on a VM
+    /// another process supervises then reports a stop, not an unknown end,
+    /// when the folder (and the exit recorded in it) went with the stop.
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
 }
 
 /// A copy of what the getters need, refreshed after each operation.
@@ -108,6 +113,7 @@ impl Qemu {
                 events: broadcast::Sender::new(EVENT_BUFFER),
                 supervision,
                 watching: Default::default(),
+                stopping: Default::default(),
             }),
         }
     }
@@ -217,6 +223,7 @@ impl Qemu {
     /// Stop with an explicit mode (see [`StopMode`]). Idempotent.
     pub async fn stop_with(&self, mode: StopMode) -> Result<StopReport> {
         let mut core = self.inner.core.lock().await;
+        self.inner.stopping.store(true, Ordering::SeqCst);
         let r = core.stop_with(mode).await;
         self.refresh(&core);
         r
@@ -356,6 +363,7 @@ impl Hypervisor for Qemu {
         } else {
             core.graceful_mode()
         };
+        self.inner.stopping.store(true, Ordering::SeqCst);
         let r = core.stop_with(mode).await;
         self.refresh(&core);
         r

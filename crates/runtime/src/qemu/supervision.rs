@@ -11,7 +11,7 @@ use crate::error::{HypervisorError, Result};
 use crate::host::process;
 use crate::state::{StateRoot, files, read_state};
 use crate::supervise::{self, Outcome, Watch};
-use crate::types::{VmExit, VmState};
+use crate::types::{ExitReason, VmExit, VmState};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -213,7 +213,11 @@ pub(super) async fn wait(q: &Qemu) -> Result<VmExit> {
             op: "wait for the VM",
         });
     };
-    let exit = wait_unwatched(&rec, &dir).await?;
+    let mut exit = wait_unwatched(&rec, &dir).await?;
+    if exit == supervise::unwatched_exit() && q.inner().stopping.load(Ordering::SeqCst) {
+        // this handle stopped it, and the stop took the recorded exit
+        exit.reason = ExitReason::Stopped;
+    }
     q.inner().exit.send_replace(Some(exit.clone()));
     Ok(exit)
 }
