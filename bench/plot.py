@@ -110,8 +110,35 @@ def from_density(d):
                   "sandvm", "raw QEMU", note=note, value_fmt="{:.1f}")]
 
 
+def from_start(d):
+    c = d["columns"]
+    cold = c["cold"]["median_ms"]
+    groups = [(label, c[k]["median_ms"], cold) for k, label in
+              (("template", "template"), ("cache", "warm cache"), ("runc", "runc")) if k in c]
+    out = [panel("Fast starts: ctr run --rm IMG true", "ms", groups, "template / cache / runc", "sandvm cold",
+                 note=f"{d['rounds']} rounds, interleaved; problems: {len(d.get('problems', []))}")]
+    p = d.get("pss")
+    if p:
+        t, k = p["template"], p["cold"]
+        out.append(panel(f"Fast starts: PSS of {t['pods']} pods", "MiB",
+                         [("all processes", t["total_mib"], k["total_mib"]),
+                          ("QEMU", t["qemu_mib"], k["qemu_mib"])],
+                         "template pods", "cold pods", note="QEMU, shims, daemons of the pods"))
+    return out
+
+
+def from_cri(d):
+    h = d["handlers"]
+    return [panel("CRI: RunPodSandbox to first ExecSync", "ms",
+                  [("to first ExecSync", h["sandvm-template"]["median_ms"], h["sandvm"]["median_ms"]),
+                   ("RunPodSandbox", h["sandvm-template"]["run_pod_sandbox_median_ms"],
+                    h["sandvm"]["run_pod_sandbox_median_ms"])],
+                  "template clone", "cold boot", note=f"{d['rounds']} rounds, host-network pods")]
+
+
 READERS = {"launch": from_launch, "boot": from_boot, "machines": from_machines, "template": from_template,
-           "hotplug": from_hotplug, "qmp": from_qmp, "stop": from_stop, "density": from_density}
+           "hotplug": from_hotplug, "qmp": from_qmp, "stop": from_stop, "density": from_density,
+           "start": from_start, "cri": from_cri}
 
 
 def draw(ax, p) -> None:
@@ -170,7 +197,8 @@ def main() -> None:
     if not panels:
         sys.exit(f"plot: no benchmark results in {args.dir}")
     order = ["Launch", "Cold boot", "Graceful stop", "Forced stop", "Density", "q35",
-             "Templating: time", "Templating: PSS", "QMP", "Hotplug"]
+             "Templating: time", "Templating: PSS", "Fast starts: ctr", "Fast starts: PSS", "CRI",
+             "QMP", "Hotplug"]
     panels.sort(key=lambda p: next((i for i, k in enumerate(order) if p["title"].startswith(k)), len(order)))
     cols = 3
     rows = math.ceil(len(panels) / cols)

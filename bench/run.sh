@@ -44,5 +44,13 @@ echo "== Container start to exit: ctr run --rm IMG true through a private contai
 python3 bench/ctr_bench.py --rounds "${CTR_ROUNDS:-20}" \
   --runtime "io.containerd.sandvm.v2=configs/sandvm-containerd.toml"
 
+echo "== Fast starts: ctr run --rm IMG true cold, from a template and from the warm VM cache, against runc; PSS of N template pods against N cold pods"
+python3 bench/start_bench.py --rounds "${START_ROUNDS:-5}" --pods "${START_PODS:-10}"
+
+echo "== CRI: RunPodSandbox to the first ExecSync, cold against a template clone"
+# Built by `make build` (the workspace, all targets); `cargo run -p sandvm-tests`
+# would build it again with the package's own feature set.
+"${CARGO_TARGET_DIR:-target}/release/examples/cri_bench" --rounds "${CRI_ROUNDS:-5}"
+
 echo "== Plot: every result in target/bench/ -> docs/bench.png"
 bench/.venv/bin/python bench/plot.py
