@@ -469,4 +469,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    # SIGTERM unwinds like ^C, so the finally blocks stop containerd, the
+    # cache server and every pod
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     main()

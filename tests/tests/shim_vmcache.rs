@@ -99,7 +99,10 @@ fn containers_take_warm_vms_from_the_cache_and_it_refills() {
     assert_eq!(out.trim(), TEST_IMAGE_MARKER);
     let log = e.cd.log();
     assert!(
-        log.contains("took a VM from the cache") && log.contains(&first[0]),
+        log.contains("took a VM from the cache")
+            && log.contains(&first[0])
+            && log.contains("origin=\"cache\"")
+            && !log.contains("booting one"),
         "the shim did not take {} from the cache:\n{}",
         first[0],
         tail(&log, 40)

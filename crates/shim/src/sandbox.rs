@@ -122,7 +122,7 @@ impl Sandbox {
     /// id: [`Sandbox::sid`] is then not `b.sid`.
     pub async fn boot(b: BootSpec) -> Result<Arc<Sandbox>, ShimError> {
         let cached = match from_cache(&b).await {
-            Some(id) => match Qemu::attach(b.root.clone(), &id).await {
+            Some(id) => match attach_taken(&b.root, &id).await {
                 Ok(vm) => Some((id, vm)),
                 Err(e) => {
                     tracing::warn!(id, error = %e, "cannot attach to the cached VM; booting one");
@@ -368,6 +368,25 @@ async fn from_cache(b: &BootSpec) -> Option<String> {
         Err(e) => {
             tracing::warn!(sid = %b.sid, error = %e, "no VM from the cache; booting one");
             None
+        }
+    }
+}
+
+/// How long a VM taken from the cache may stay busy: the cache lets go of
+/// it as it answers, so only an instant's overlap is expected.
+const ATTACH_WAIT: Duration = Duration::from_secs(5);
+
+/// Attaches to cached VM `id`, waiting out a lock its server still holds.
+async fn attach_taken(root: &StateRoot, id: &str) -> Result<Qemu, runtime::HypervisorError> {
+    let start = tokio::time::Instant::now();
+    loop {
+        match Qemu::attach(root.clone(), id).await {
+            Err(runtime::HypervisorError::State(runtime::StateError::Busy { .. }))
+                if start.elapsed() < ATTACH_WAIT =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            r => return r,
         }
     }
 }

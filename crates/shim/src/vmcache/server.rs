@@ -322,32 +322,40 @@ async fn answer(cache: Arc<Cache>, s: UnixStream) {
         };
     let mut out = serde_json::to_vec(&reply).unwrap_or_default();
     out.push(b'\n');
+    // the handle's lock goes before the id: the shim attaches on reading it
+    let taken = taken.map(|Ready { id, vm }| {
+        drop(vm);
+        id
+    });
     match (w.write_all(&out).await, taken) {
-        (Ok(()), Some(Ready { id, vm })) => {
-            // the handle's lock goes with it: the shim attaches next
-            drop(vm);
-            tracing::info!(id, "VM cache: VM taken");
-        }
-        (Err(e), Some(r)) => {
-            tracing::warn!(id = r.id, error = %e, "VM cache: cannot hand a VM over");
-            give_back(&cache, r).await;
+        (Ok(()), Some(id)) => tracing::info!(id, "VM cache: VM taken"),
+        (Err(e), Some(id)) => {
+            tracing::warn!(id, error = %e, "VM cache: cannot hand a VM over");
+            give_back(&cache, id).await;
         }
         (Err(e), None) => tracing::warn!(error = %e, "VM cache: cannot answer"),
         (Ok(()), None) => {}
     }
 }
 
-/// Puts a VM that was not handed over back in the pool, or stops it when
-/// the pool has been refilled meanwhile (it never holds more than its
-/// number).
-async fn give_back(cache: &Cache, r: Ready) {
+/// Takes back VM `id`, whose id never reached a shim: into the pool, or
+/// stopped when the pool has been refilled meanwhile (it never holds more
+/// than its number). One a shim holds after all is the shim's.
+async fn give_back(cache: &Cache, id: String) {
+    let vm = match Qemu::attach(cache.root.clone(), &id).await {
+        Ok(vm) => vm,
+        Err(e) => {
+            tracing::warn!(id, error = %e, "VM cache: cannot take a VM back");
+            return;
+        }
+    };
     let mut p = cache.pool.lock().await;
     if p.ready.len() + p.filling < cache.number {
-        p.ready.push_front(r);
+        p.ready.push_front(Ready { id, vm });
         return;
     }
     drop(p);
-    discard(&cache.root, &r.id, Some(r.vm)).await;
+    discard(&cache.root, &id, Some(vm)).await;
 }
 
 /// The reply to `req`, and the VM it hands over, still held.
