@@ -61,6 +61,18 @@ fn start_cache(e: &ShimEnv) -> Child {
         .expect("cannot start sandvm-vmcache (make build)")
 }
 
+/// Takes a VM over the cache's socket as a shim would, and never attaches
+/// to it; the reply line.
+fn take_raw(sock: &Path, config: &Path) -> String {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    let req = serde_json::json!({"op": "take", "config": config.canonicalize().unwrap()});
+    writeln!(s, "{req}").unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).unwrap();
+    line
+}
+
 fn cache_log(e: &ShimEnv) -> String {
     std::fs::read_to_string(e.cd.dir().join("vmcache.log")).unwrap_or_default()
 }
@@ -137,7 +149,17 @@ fn containers_take_warm_vms_from_the_cache_and_it_refills() {
     );
     assert_ne!(again, first);
 
-    // the server stops what it holds
+    // a VM taken by a client that never attaches to it (a shim that died
+    // in between) is nobody's: the server's stop must take it too
+    let reply = take_raw(&sock, &e.config);
+    assert!(reply.contains(&again[0]), "{reply}");
+    assert!(
+        list(&state).iter().any(|(id, _, _)| *id == again[0]),
+        "{:?}",
+        list(&state)
+    );
+
+    // the server stops what it holds, and the orphan
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(server.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

@@ -74,7 +74,8 @@ pub fn status(root: &StateRoot, id: &str, json: bool) -> Result<ExitCode> {
 }
 
 /// How a sandbox came to be, for `list`: `cache` for a VM the warm cache
-/// holds ready (paused, id `vmc-…`), `cache-taken` once a shim took it,
+/// holds ready (paused, id `vmc-…`), `cache-taken` for one a shim took
+/// (or one the cache is still making: any other state),
 /// `clone` for a template clone, `template` for a template VM, `-` otherwise.
 fn origin(id: &str, state: VmState, role: Option<runtime::TemplateRole>) -> &'static str {
     match (id.starts_with("vmc-"), state, role) {

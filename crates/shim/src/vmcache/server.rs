@@ -77,7 +77,8 @@ struct Cache {
 }
 
 /// Serves the cache of `cfg` until `shutdown` resolves; then stops every
-/// VM it still holds and removes its socket.
+/// VM it still holds, and every `vmc-` sandbox nobody holds (taken by a
+/// shim that died before it attached), and removes its socket.
 pub async fn serve(
     root: StateRoot,
     cfg: HypervisorConfig,
@@ -119,6 +120,8 @@ pub async fn serve(
     for r in held {
         discard(&cache.root, &r.id, Some(r.vm)).await;
     }
+    // a VM taken but never attached (its shim died first) is nobody's
+    clear_stale(&cache).await;
     tracing::info!("VM cache stopped");
     Ok(())
 }
@@ -179,9 +182,9 @@ async fn bind(endpoint: &Path) -> Result<UnixListener, CacheError> {
     Ok(l)
 }
 
-/// Sandboxes of an earlier server that nobody holds (a server killed
-/// before it could stop them): stopped, their share folders cleared. One
-/// a live shim holds is the shim's.
+/// Cache sandboxes nobody holds (left by a server killed before it could
+/// stop them, or taken by a shim that died before it attached): stopped,
+/// their share folders cleared. One a live shim holds is the shim's.
 async fn clear_stale(cache: &Cache) {
     let Ok(entries) = std::fs::read_dir(cache.root.path()) else {
         return;
@@ -193,10 +196,7 @@ async fn clear_stale(cache: &Cache) {
         }
         match Qemu::attach(cache.root.clone(), &id).await {
             Ok(vm) => {
-                tracing::warn!(
-                    id,
-                    "VM cache: a stale sandbox of an earlier server; stopping it"
-                );
+                tracing::warn!(id, "VM cache: a cache sandbox nobody holds; stopping it");
                 discard(&cache.root, &id, Some(vm)).await;
             }
             Err(e) => tracing::debug!(id, error = %e, "VM cache: leaving a sandbox someone holds"),
