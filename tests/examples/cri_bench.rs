@@ -46,7 +46,7 @@ use sandvm_tests::cri::v1::{self, NamespaceMode};
 use sandvm_tests::oci::{PAUSE_IMAGE, TEST_IMAGE, pause_image_archive, test_image_archive};
 use sandvm_tests::{TemplateDir, eventually, repo};
 use serde_json::json;
-use shim_support::cri::{Cri, K8S_NS, TempDir};
+use shim_support::cri::{Cri, K8S_NS, TempDir, container_config, pod_config};
 use shim_support::{SETTLE, ShimEnv, config_tcg, shim_config_tcg, tail};
 
 const COLD: &str = "sandvm";
@@ -95,60 +95,6 @@ fn usage(why: &str) -> ! {
     std::process::exit(2)
 }
 
-/// Host network, pod IPC, a PID namespace per container.
-fn host_network() -> Option<v1::NamespaceOption> {
-    Some(v1::NamespaceOption {
-        network: NamespaceMode::Node as i32,
-        pid: NamespaceMode::Container as i32,
-        ipc: NamespaceMode::Pod as i32,
-        ..Default::default()
-    })
-}
-
-fn pod_config(name: &str, log_dir: &Path) -> v1::PodSandboxConfig {
-    v1::PodSandboxConfig {
-        metadata: Some(v1::PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("cri-bench-{name}"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        log_directory: log_dir.to_string_lossy().into_owned(),
-        linux: Some(v1::LinuxPodSandboxConfig {
-            security_context: Some(v1::LinuxSandboxSecurityContext {
-                namespace_options: host_network(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn container_config() -> v1::ContainerConfig {
-    v1::ContainerConfig {
-        metadata: Some(v1::ContainerMetadata {
-            name: "c".into(),
-            attempt: 0,
-        }),
-        image: Some(v1::ImageSpec {
-            image: TEST_IMAGE.into(),
-            ..Default::default()
-        }),
-        command: vec!["sleep".into(), "3600".into()],
-        log_path: "c.log".into(),
-        linux: Some(v1::LinuxContainerConfig {
-            security_context: Some(v1::LinuxContainerSecurityContext {
-                namespace_options: host_network(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// One pod's times, ms: RunPodSandbox, CreateContainer + StartContainer,
 /// the first ExecSync, and the whole.
 #[derive(Debug, Clone, Copy)]
@@ -195,7 +141,12 @@ impl Bench<'_> {
     fn pod(&mut self, handler: &'static str) -> Sample {
         self.n += 1;
         let name = format!("p{}", self.n);
-        let pod = pod_config(&name, &self.log_dir);
+        let pod = pod_config(
+            &name,
+            &format!("cri-bench-{name}"),
+            &self.log_dir.to_string_lossy(),
+            NamespaceMode::Node,
+        );
         let at = self.e.cd.log().len();
         let rs = || self.cri.rs();
 
@@ -211,7 +162,11 @@ impl Bench<'_> {
         let t1 = Instant::now();
         let req = v1::CreateContainerRequest {
             pod_sandbox_id: pod_id.clone(),
-            config: Some(container_config()),
+            config: Some(container_config(
+                "c",
+                &["sleep", "3600"],
+                NamespaceMode::Node,
+            )),
             sandbox_config: Some(pod),
         };
         let cid = self

@@ -15,7 +15,10 @@ use sandvm_tests::containerd::{CTR_TIMEOUT, CriRuntime, Options};
 use sandvm_tests::cri::v1::{self, ContainerState, NamespaceMode, PodSandboxState};
 use sandvm_tests::eventually;
 use sandvm_tests::oci::{PAUSE_IMAGE, TEST_IMAGE, pause_image_archive, test_image_archive};
-use shim_support::cri::{Cri, K8S_NS, TempDir};
+use shim_support::cri::{
+    Cri, K8S_NS, TempDir, container_config as shared_container_config,
+    pod_config as shared_pod_config,
+};
 use shim_support::{SETTLE, SHIM_BIN, ShimEnv, guest_kernel_release, shim_config_tcg};
 
 /// The pod's VM memory, MiB, by annotation (the shipped config says 512).
@@ -25,62 +28,26 @@ const POD_MEMORY_MIB: u64 = 768;
 /// `io.katacontainers.*`; the config's `enable_annotations` allows it).
 const MEMORY_ANNOTATION: &str = "io.katacontainers.config.hypervisor.default_memory";
 
-/// Host network, pod IPC and PID namespaces: what a `hostNetwork: true` pod gets.
-fn host_network() -> Option<v1::NamespaceOption> {
-    Some(v1::NamespaceOption {
-        network: NamespaceMode::Node as i32,
-        pid: NamespaceMode::Container as i32,
-        ipc: NamespaceMode::Pod as i32,
-        ..Default::default()
-    })
-}
-
 fn pod_config(log_dir: &str) -> v1::PodSandboxConfig {
     v1::PodSandboxConfig {
-        metadata: Some(v1::PodSandboxMetadata {
-            name: "pod1".into(),
-            uid: "b7f2a4c6-cri-test-pod1".into(),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        hostname: "pod1".into(),
-        log_directory: log_dir.into(),
         labels: HashMap::from([("app".into(), "cri-test".into())]),
         annotations: HashMap::from([(MEMORY_ANNOTATION.into(), POD_MEMORY_MIB.to_string())]),
-        linux: Some(v1::LinuxPodSandboxConfig {
-            security_context: Some(v1::LinuxSandboxSecurityContext {
-                namespace_options: host_network(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
+        ..shared_pod_config(
+            "pod1",
+            "b7f2a4c6-cri-test-pod1",
+            log_dir,
+            NamespaceMode::Node,
+        )
     }
 }
 
 fn container_config(name: &str, script: &str, readonly_root: bool) -> v1::ContainerConfig {
-    v1::ContainerConfig {
-        metadata: Some(v1::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(v1::ImageSpec {
-            image: TEST_IMAGE.into(),
-            ..Default::default()
-        }),
-        command: vec!["sh".into(), "-c".into(), script.into()],
-        log_path: format!("{name}.log"),
-        labels: HashMap::from([("name".into(), name.into())]),
-        linux: Some(v1::LinuxContainerConfig {
-            security_context: Some(v1::LinuxContainerSecurityContext {
-                namespace_options: host_network(),
-                readonly_rootfs: readonly_root,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
+    let mut c = shared_container_config(name, &["sh", "-c", script], NamespaceMode::Node);
+    c.labels = HashMap::from([("name".into(), name.into())]);
+    if let Some(sc) = c.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+        sc.readonly_rootfs = readonly_root;
     }
+    c
 }
 
 /// What a streaming Exec gave: its output and its v4 status (JSON).

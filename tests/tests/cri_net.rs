@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use sandvm_tests::containerd::{CriRuntime, Options};
 use sandvm_tests::cri::v1::{self, ContainerState, NamespaceMode};
-use sandvm_tests::oci::{PAUSE_IMAGE, TEST_IMAGE, pause_image_archive, test_image_archive};
+use sandvm_tests::oci::{PAUSE_IMAGE, pause_image_archive, test_image_archive};
 use sandvm_tests::{TemplateDir, eventually};
-use shim_support::cri::{Cri, K8S_NS, TempDir};
+use shim_support::cri::{Cri, K8S_NS, TempDir, container_config, pod_config};
 use shim_support::{
     SETTLE, SHIM_BIN, ShimEnv, create_template, ninep_guest, shim_config_tcg, template_config_tcg,
 };
@@ -266,59 +266,6 @@ fn talk_from(ns: PathBuf, addr: SocketAddr, msg: &'static str) -> Result<String,
     .unwrap()
 }
 
-fn namespaces() -> Option<v1::NamespaceOption> {
-    Some(v1::NamespaceOption {
-        network: NamespaceMode::Pod as i32,
-        pid: NamespaceMode::Container as i32,
-        ipc: NamespaceMode::Pod as i32,
-        ..Default::default()
-    })
-}
-
-fn pod_config(log_dir: &str) -> v1::PodSandboxConfig {
-    v1::PodSandboxConfig {
-        metadata: Some(v1::PodSandboxMetadata {
-            name: "netpod".into(),
-            uid: "c3e1-cri-net-test-netpod".into(),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        hostname: "netpod".into(),
-        log_directory: log_dir.into(),
-        linux: Some(v1::LinuxPodSandboxConfig {
-            security_context: Some(v1::LinuxSandboxSecurityContext {
-                namespace_options: namespaces(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn container_config(script: &str) -> v1::ContainerConfig {
-    v1::ContainerConfig {
-        metadata: Some(v1::ContainerMetadata {
-            name: "web".into(),
-            attempt: 0,
-        }),
-        image: Some(v1::ImageSpec {
-            image: TEST_IMAGE.into(),
-            ..Default::default()
-        }),
-        command: vec!["sh".into(), "-c".into(), script.into()],
-        log_path: "web.log".into(),
-        linux: Some(v1::LinuxContainerConfig {
-            security_context: Some(v1::LinuxContainerSecurityContext {
-                namespace_options: namespaces(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// Waits until CRI says its network is ready (it reads the conflist).
 fn wait_network_ready(cri: &Cri) {
     let ready = || {
@@ -447,7 +394,12 @@ fn pod_talks_through_the_tap(boot: Boot) {
     // a tap to it and boots the VM with the tap's fd.
     let log_dir = e.cd.dir().join("pod-logs");
     std::fs::create_dir_all(&log_dir).unwrap();
-    let pod = pod_config(&log_dir.to_string_lossy());
+    let pod = pod_config(
+        "netpod",
+        "c3e1-cri-net-test-netpod",
+        &log_dir.to_string_lossy(),
+        NamespaceMode::Pod,
+    );
     let req = v1::RunPodSandboxRequest {
         config: Some(pod.clone()),
         runtime_handler: "sandvm".into(),
@@ -521,7 +473,11 @@ fn pod_talks_through_the_tap(boot: Boot) {
     );
     let req = v1::CreateContainerRequest {
         pod_sandbox_id: pod_id.clone(),
-        config: Some(container_config(&script)),
+        config: Some(container_config(
+            "web",
+            &["sh", "-c", &script],
+            NamespaceMode::Pod,
+        )),
         sandbox_config: Some(pod.clone()),
     };
     let cid = cri

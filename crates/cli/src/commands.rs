@@ -350,16 +350,7 @@ pub fn shell_quote(s: &str) -> String {
 /// daemon dies.
 pub fn detached_supervisor(root: &StateRoot) -> Result<Supervision> {
     let program = std::env::current_exe().context("cannot find the sandvm binary")?;
-    Ok(Supervision::Detached {
-        program,
-        args: vec![
-            "--state-dir".into(),
-            root.path().display().to_string(),
-            "--log-level".into(),
-            "info".into(),
-            "__supervise".into(),
-        ],
-    })
+    Ok(Supervision::sandvm_detached(program, root))
 }
 
 /// `sandvm create`: a sandbox of the config (a template clone when the

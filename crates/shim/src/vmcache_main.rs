@@ -80,14 +80,5 @@ fn supervisor(root: &StateRoot) -> Result<Supervision> {
             })
             .context("the sandvm binary (its VMs' supervisor) is neither next to sandvm-vmcache nor on PATH")?,
     };
-    Ok(Supervision::Detached {
-        program,
-        args: vec![
-            "--state-dir".into(),
-            root.path().display().to_string(),
-            "--log-level".into(),
-            "info".into(),
-            "__supervise".into(),
-        ],
-    })
+    Ok(Supervision::sandvm_detached(program, root))
 }

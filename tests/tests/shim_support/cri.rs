@@ -6,9 +6,10 @@ use std::future::Future;
 use std::path::PathBuf;
 
 use sandvm_tests::containerd::CTR_TIMEOUT;
-use sandvm_tests::cri::v1::{self, ContainerState};
+use sandvm_tests::cri::v1::{self, ContainerState, NamespaceMode};
 use sandvm_tests::cri::{ImageServiceClient, RuntimeServiceClient};
 use sandvm_tests::eventually;
+use sandvm_tests::oci::TEST_IMAGE;
 use tonic::transport::Channel;
 
 use super::{SETTLE, ShimEnv, tail};
@@ -133,5 +134,72 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A pod's namespaces: `network` (`Node` for a host-network pod, `Pod`
+/// for one on CNI), the pod's IPC, a PID namespace per container.
+pub fn namespaces(network: NamespaceMode) -> Option<v1::NamespaceOption> {
+    Some(v1::NamespaceOption {
+        network: network as i32,
+        pid: NamespaceMode::Container as i32,
+        ipc: NamespaceMode::Pod as i32,
+        ..Default::default()
+    })
+}
+
+/// Pod `name` (uid `uid`), its logs in `log_dir`, on `network`.
+pub fn pod_config(
+    name: &str,
+    uid: &str,
+    log_dir: &str,
+    network: NamespaceMode,
+) -> v1::PodSandboxConfig {
+    v1::PodSandboxConfig {
+        metadata: Some(v1::PodSandboxMetadata {
+            name: name.into(),
+            uid: uid.into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: log_dir.into(),
+        linux: Some(v1::LinuxPodSandboxConfig {
+            security_context: Some(v1::LinuxSandboxSecurityContext {
+                namespace_options: namespaces(network),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Container `name` of the test image running `command`, its log
+/// `<name>.log`, in a pod on `network`.
+pub fn container_config(
+    name: &str,
+    command: &[&str],
+    network: NamespaceMode,
+) -> v1::ContainerConfig {
+    v1::ContainerConfig {
+        metadata: Some(v1::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(v1::ImageSpec {
+            image: TEST_IMAGE.into(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|a| a.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        linux: Some(v1::LinuxContainerConfig {
+            security_context: Some(v1::LinuxContainerSecurityContext {
+                namespace_options: namespaces(network),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }

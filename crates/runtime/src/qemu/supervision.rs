@@ -46,6 +46,21 @@ pub enum Supervision {
 }
 
 impl Supervision {
+    /// Supervision by `sandvm __supervise ID` of the state root `root`,
+    /// `sandvm` being the CLI binary at `program`.
+    pub fn sandvm_detached(program: PathBuf, root: &StateRoot) -> Supervision {
+        Supervision::Detached {
+            program,
+            args: vec![
+                "--state-dir".into(),
+                root.path().display().to_string(),
+                "--log-level".into(),
+                "info".into(),
+                "__supervise".into(),
+            ],
+        }
+    }
+
     /// Spawn the detached supervisor of sandbox `id` in `dir`, if this is
     /// [`Supervision::Detached`]: its pid, and the gate to drop once that
     /// pid is saved (the supervisor reads the state only after).
