@@ -7,13 +7,13 @@
 
 mod shim_support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use sandvm_tests::oci::TEST_IMAGE_MARKER;
-use sandvm_tests::{eventually, json, sandvm_bin};
-use shim_support::{ShimEnv, shim_dir, tail};
+use sandvm_tests::{TemplateDir, eventually, json, sandvm_bin};
+use shim_support::{ShimEnv, create_template, ninep_guest, shim_dir, tail, template_config_tcg};
 
 /// How long the cache may take to make a VM (a cold boot under TCG).
 const FILL: Duration = Duration::from_secs(240);
@@ -73,6 +73,38 @@ fn take_raw(sock: &Path, config: &Path) -> String {
     line
 }
 
+/// Makes the test's config (`e.config`) a copy with a cache of one VM,
+/// its endpoint in containerd's folder: the endpoint.
+fn with_cache(e: &mut ShimEnv) -> PathBuf {
+    let sock = e.cd.dir().join("vmcache.sock");
+    let text = std::fs::read_to_string(&e.config).unwrap();
+    // the table's header line, not a comment that names it
+    assert!(text.contains("\n[factory]\n"), "{}", e.config.display());
+    let text = text.replacen(
+        "\n[factory]\n",
+        &format!(
+            "\n[factory]\nvm_cache_number = 1\nvm_cache_endpoint = \"{}\"\n",
+            sock.display()
+        ),
+        1,
+    );
+    e.config = e.cd.dir().join("sandvm-cache.toml");
+    std::fs::write(&e.config, text).unwrap();
+    sock
+}
+
+/// Stops the cache server with SIGTERM: it exits 0 and removes its socket.
+fn stop_cache(e: &ShimEnv, mut server: Child, sock: &Path) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = server.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{}", cache_log(e));
+    assert!(!sock.exists(), "the endpoint socket is left");
+}
+
 fn cache_log(e: &ShimEnv) -> String {
     std::fs::read_to_string(e.cd.dir().join("vmcache.log")).unwrap_or_default()
 }
@@ -80,20 +112,10 @@ fn cache_log(e: &ShimEnv) -> String {
 #[test]
 fn containers_take_warm_vms_from_the_cache_and_it_refills() {
     let mut e = ShimEnv::start();
-    let sock = e.cd.dir().join("vmcache.sock");
-    let text = std::fs::read_to_string(&e.config).unwrap();
-    let text = text.replace(
-        "[factory]\n",
-        &format!(
-            "[factory]\nvm_cache_number = 1\nvm_cache_endpoint = \"{}\"\n",
-            sock.display()
-        ),
-    );
-    e.config = e.cd.dir().join("sandvm-cache.toml");
-    std::fs::write(&e.config, text).unwrap();
+    let sock = with_cache(&mut e);
     let state = e.cd.sandvm_state_dir();
 
-    let mut server = start_cache(&e);
+    let server = start_cache(&e);
     let mut first = Vec::new();
     assert!(
         eventually(FILL, || {
@@ -160,13 +182,59 @@ fn containers_take_warm_vms_from_the_cache_and_it_refills() {
     );
 
     // the server stops what it holds, and the orphan
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = server.wait().unwrap();
-    assert!(status.success(), "{status:?}\n{}", cache_log(&e));
-    assert!(!sock.exists(), "the endpoint socket is left");
+    stop_cache(&e, server, &sock);
+    e.assert_clean();
+}
+
+/// With the template config, the cache's VMs are template clones: a
+/// container runs in one (its root over 9p), and nothing is left.
+#[test]
+fn a_cache_of_template_clones_serves_a_container() {
+    ninep_guest();
+    let tp = TemplateDir::new("vmcache");
+    let mut e = ShimEnv::start();
+    e.config = template_config_tcg(e.cd.dir(), &tp.0);
+    let sock = with_cache(&mut e);
+    let state = e.cd.sandvm_state_dir();
+    create_template(&state, &e.config);
+
+    let server = start_cache(&e);
+    let mut ids = Vec::new();
+    assert!(
+        eventually(FILL, || {
+            ids = ready(&state);
+            ids.len() == 1
+        }),
+        "the cache never held a ready VM: {:?}\n{}",
+        list(&state),
+        tail(&cache_log(&e), 30)
+    );
+    let qemu = e.processes("qemu-system-x86_64");
+    assert_eq!(qemu.len(), 1, "{qemu:?}");
+    let cmd = std::fs::read(format!("/proc/{}/cmdline", qemu[0])).unwrap();
+    let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+    assert!(
+        cmd.contains("-incoming defer") && cmd.contains(&ids[0]),
+        "{cmd}"
+    );
+
+    let out = e.run_ok(
+        "c1",
+        &[],
+        &[
+            "sh",
+            "-c",
+            "cat /etc/sandvm-image; grep -c ' 9p ' /proc/mounts",
+        ],
+    );
+    assert_eq!(out, format!("{TEST_IMAGE_MARKER}\n1\n"));
+    let log = e.cd.log();
+    assert!(
+        log.contains(&ids[0]) && log.contains("origin=\"cache\"") && !log.contains("booting one"),
+        "the container did not run in the cached clone {}:\n{}",
+        ids[0],
+        tail(&log, 40)
+    );
+    stop_cache(&e, server, &sock);
     e.assert_clean();
 }
