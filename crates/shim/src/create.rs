@@ -153,6 +153,8 @@ pub struct NewContainer {
     pub root: PathBuf,
     /// Whether the shim mounted it.
     pub rootfs_mounted: bool,
+    /// What the shim recorded in the bundle for `delete`.
+    pub record: crate::bundle::Record,
 }
 
 /// Opens the init's I/O, shares the container's files, has the agent create

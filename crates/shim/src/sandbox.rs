@@ -22,6 +22,7 @@ use sandvm_agent_protocol::{
 };
 use tokio::sync::{Mutex, watch};
 
+use crate::bundle::Record;
 use crate::error::ShimError;
 use crate::factory::{self, Origin};
 use crate::network::{self, PodNetwork};
@@ -73,6 +74,9 @@ pub struct BootSpec {
     pub hostname: String,
     /// The pod's network namespace (`None`: host network, no NIC).
     pub netns: Option<PathBuf>,
+    /// The bundle and the record written there for `sid`: rewritten when
+    /// the sandbox is a VM from the cache, which keeps its own id.
+    pub record: Option<(PathBuf, Record)>,
 }
 
 /// A running sandbox.
@@ -121,47 +125,47 @@ impl Sandbox {
     /// QEMU, daemon, folder or mount. A VM taken from the cache keeps its
     /// id: [`Sandbox::sid`] is then not `b.sid`.
     pub async fn boot(b: BootSpec) -> Result<Arc<Sandbox>, ShimError> {
-        let cached = match from_cache(&b).await {
-            Some(id) => match attach_taken(&b.root, &id).await {
-                Ok(vm) => Some((id, vm)),
+        if let Some((id, vm)) = take_cached(&b).await {
+            let share = Share::at(Share::path_for(&b.root, &id));
+            match Self::boot_vm(&b, id.clone(), share, vm, Origin::Cached).await {
+                Ok(sb) => return Ok(sb),
                 Err(e) => {
-                    tracing::warn!(id, error = %e, "cannot attach to the cached VM; booting one");
-                    discard(&b.root, &id).await;
-                    None
+                    tracing::warn!(id, error = %e, "the cached VM failed; booting one");
+                    note_sandbox(&b, &b.sid).await?;
                 }
-            },
-            None => None,
-        };
-        let (sid, share, vm, origin) = match cached {
-            Some((id, vm)) => {
-                let share = Share::at(Share::path_for(&b.root, &id));
-                (id, share, vm, Origin::Cached)
             }
-            None => {
-                let sid = b.sid.clone();
-                let path = Share::path_for(&b.root, &sid);
-                let share = blocking(move || Share::create(path)).await?;
-                let src = factory::choose(&sid, &b.config, &b.annotations);
-                let vm = Qemu::new(b.root.clone(), src.config);
-                (sid, share, vm, src.origin)
-            }
-        };
+        }
+        let sid = b.sid.clone();
+        let path = Share::path_for(&b.root, &sid);
+        let share = blocking(move || Share::create(path)).await?;
+        let src = factory::choose(&sid, &b.config, &b.annotations);
+        let vm = Qemu::new(b.root.clone(), src.config);
+        Self::boot_vm(&b, sid, share, vm, src.origin).await
+    }
+
+    /// Wires the pod's network, brings VM `vm` up as `origin` says and
+    /// readies its agent; on failure stops it and clears what it made.
+    async fn boot_vm(
+        b: &BootSpec,
+        sid: String,
+        share: Share,
+        vm: Qemu,
+        origin: Origin,
+    ) -> Result<Arc<Sandbox>, ShimError> {
         let network = match &b.netns {
             None => None,
             Some(p) => match PodNetwork::setup(p).await {
                 Ok(n) => Some(n),
                 Err(source) => {
-                    if origin == Origin::Cached
-                        && let Err(e) = vm.stop_with(StopMode::Force).await
-                    {
-                        tracing::warn!(sid, error = %e, "cannot stop the cached VM");
+                    if let Err(e) = vm.stop_with(StopMode::Force).await {
+                        tracing::warn!(sid, error = %e, "cannot stop the VM");
                     }
                     destroy_share(&sid, share).await;
                     return Err(ShimError::Network { sid, source });
                 }
             },
         };
-        let agent = match Self::start(&vm, &share, &sid, &b, origin, network.as_ref()).await {
+        let agent = match Self::start(&vm, &share, &sid, b, origin, network.as_ref()).await {
             Ok(a) => a,
             Err(e) => {
                 if let Err(se) = vm.stop_with(StopMode::Force).await {
@@ -349,9 +353,11 @@ fn hv(sid: &str, what: &'static str) -> impl FnOnce(runtime::HypervisorError) ->
     }
 }
 
-/// The id of a VM from the warm cache, when the config has one and the
-/// sandbox asks for nothing the cached VMs lack; why not otherwise (logged).
-async fn from_cache(b: &BootSpec) -> Option<String> {
+/// A VM from the warm cache, attached, when the config has a cache and the
+/// sandbox asks for nothing its VMs lack; why not otherwise (logged). The
+/// bundle's record names the VM from the moment it is taken, so `delete`
+/// after a shim that died finds it.
+async fn take_cached(b: &BootSpec) -> Option<(String, Qemu)> {
     let f = &b.config.factory;
     if f.vm_cache_number == 0 {
         return None;
@@ -360,16 +366,56 @@ async fn from_cache(b: &BootSpec) -> Option<String> {
         tracing::warn!(sid = %b.sid, "hypervisor annotations: not taking a VM from the cache; booting one");
         return None;
     }
-    match vmcache::take(&f.vm_cache_endpoint, &b.config.source).await {
-        Ok(id) => {
-            tracing::info!(sid = %b.sid, id, "took a VM from the cache");
-            Some(id)
-        }
+    let id = match vmcache::take(&f.vm_cache_endpoint, &b.config.source, b.root.path()).await {
+        Ok(id) => id,
         Err(e) => {
             tracing::warn!(sid = %b.sid, error = %e, "no VM from the cache; booting one");
-            None
+            return None;
         }
+    };
+    tracing::info!(sid = %b.sid, id, "took a VM from the cache");
+    let got = match note_sandbox(b, &id).await {
+        Ok(()) => attach_taken(&b.root, &id).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let why = match got {
+        Ok(vm) if same_config(&vm.hypervisor_config(), &b.config) => return Some((id, vm)),
+        Ok(vm) => {
+            drop(vm);
+            "its config is not the one this sandbox loaded (changed since the cache made it?)"
+                .to_string()
+        }
+        Err(e) => e,
+    };
+    tracing::warn!(id, reason = %why, "cannot use the cached VM; booting one");
+    discard(&b.root, &id).await;
+    if let Err(e) = note_sandbox(b, &b.sid).await {
+        tracing::warn!(sid = %b.sid, error = %e, "cannot record the sandbox in the bundle");
     }
+    None
+}
+
+/// Whether a cached VM's config is the sandbox's, templating aside (the
+/// cache boots cold when its template is missing).
+fn same_config(vm: &HypervisorConfig, want: &HypervisorConfig) -> bool {
+    let mut v = vm.clone();
+    v.factory = want.factory.clone();
+    v == *want
+}
+
+/// Records sandbox `id` in the bundle (when the spec names one): `delete`
+/// reads it after a dead shim.
+async fn note_sandbox(b: &BootSpec, id: &str) -> Result<(), ShimError> {
+    let Some((bundle, rec)) = &b.record else {
+        return Ok(());
+    };
+    let rec = Record {
+        sandbox_id: id.to_string(),
+        share: Share::path_for(&b.root, id),
+        ..rec.clone()
+    };
+    rec.write(bundle).await?;
+    Ok(())
 }
 
 /// How long a VM taken from the cache may stay busy: the cache lets go of
@@ -391,11 +437,14 @@ async fn attach_taken(root: &StateRoot, id: &str) -> Result<Qemu, runtime::Hyper
     }
 }
 
-/// Stops cached VM `id` the shim took but cannot use.
+/// Stops cached VM `id` the shim took but cannot use, and clears its
+/// share folder.
 async fn discard(root: &StateRoot, id: &str) {
     if let Err(e) = Qemu::force_cleanup(root, id).await {
         tracing::warn!(id, error = %e, "cannot stop a cached VM");
+        return;
     }
+    destroy_share(id, Share::at(Share::path_for(root, id))).await;
 }
 
 async fn destroy_share(sid: &str, share: Share) {

@@ -98,14 +98,13 @@ impl Service {
         let root = StateRoot::from_env();
         let sid = ids::sandbox_id(&self.namespace, &group);
         let gcid = ids::guest_id(&req.id);
-        Record {
+        let record = Record {
             sandbox_id: sid.clone(),
             state_root: root.path().to_path_buf(),
             share: Share::path_for(&root, &sid),
             guest_id: gcid.clone(),
-        }
-        .write(&bundle)
-        .await?;
+        };
+        record.write(&bundle).await?;
         create::check_sources(&spec).await?;
         let (rootfs, mounted) = create::mount_rootfs(&req, &bundle, &spec).await?;
         let terminal = req.terminal
@@ -128,6 +127,7 @@ impl Service {
             },
             root: rootfs,
             rootfs_mounted: mounted,
+            record,
         };
         let r = self.create_in_sandbox(&req, root, sid, n).await;
         if r.is_err() && mounted {
@@ -221,6 +221,7 @@ impl Service {
             annotations,
             hostname,
             netns,
+            record: Some((n.bundle.clone(), n.record.clone())),
         })
         .await?;
         *slot = Some(Arc::clone(&sb));

@@ -50,14 +50,11 @@ async fn run() -> Result<()> {
     let config = config.context(USAGE)?;
     let root = state.map_or_else(StateRoot::from_env, StateRoot::new);
     let cfg = sandvm_shim::config::load(&config).await?;
-    let shutdown = async {
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            std::future::pending::<()>().await;
-            return;
-        };
+    // the handlers exist before the server binds or sweeps: a SIGTERM from
+    // then on is a clean stop, never the default death
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let shutdown = async move {
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
     };
     let supervision = supervisor(&root)?;

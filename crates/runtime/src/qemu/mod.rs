@@ -225,6 +225,8 @@ impl Qemu {
         let mut core = self.inner.core.lock().await;
         self.inner.stopping.store(true, Ordering::SeqCst);
         let r = core.stop_with(mode).await;
+        // a failed stop leaves a VM whose later end is not ours
+        self.inner.stopping.store(r.is_ok(), Ordering::SeqCst);
         self.refresh(&core);
         r
     }
@@ -365,6 +367,8 @@ impl Hypervisor for Qemu {
         };
         self.inner.stopping.store(true, Ordering::SeqCst);
         let r = core.stop_with(mode).await;
+        // a failed stop leaves a VM whose later end is not ours
+        self.inner.stopping.store(r.is_ok(), Ordering::SeqCst);
         self.refresh(&core);
         r
     }

@@ -44,6 +44,10 @@ pub enum Request {
     Take {
         /// The config the shim loaded.
         config: PathBuf,
+        /// The shim's state root: the cache's VMs live in the cache's, and
+        /// a shim can only attach to one in its own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state_root: Option<PathBuf>,
     },
     /// What the cache holds.
     Status,
@@ -139,11 +143,13 @@ pub async fn call(endpoint: &Path, req: &Request) -> Result<Reply, TakeError> {
         })?
 }
 
-/// Asks the cache at `endpoint` for a VM of `config`: its sandbox id.
-pub async fn take(endpoint: &Path, config: &Path) -> Result<String, TakeError> {
+/// Asks the cache at `endpoint` for a VM of `config` in state root
+/// `root`: its sandbox id.
+pub async fn take(endpoint: &Path, config: &Path, root: &Path) -> Result<String, TakeError> {
     let ep = endpoint.display().to_string();
     let req = Request::Take {
         config: config.to_path_buf(),
+        state_root: Some(root.to_path_buf()),
     };
     match call(endpoint, &req).await? {
         Reply::Taken { id }
@@ -170,11 +176,23 @@ mod tests {
     fn the_wire_format_is_one_json_object_per_line() {
         let r = Request::Take {
             config: "/etc/sandvm/c.toml".into(),
+            state_root: Some("/run/sandvm".into()),
         };
         let s = serde_json::to_string(&r).unwrap();
-        assert_eq!(s, r#"{"op":"take","config":"/etc/sandvm/c.toml"}"#);
+        assert_eq!(
+            s,
+            r#"{"op":"take","config":"/etc/sandvm/c.toml","state_root":"/run/sandvm"}"#
+        );
         let back: Request = serde_json::from_str(&s).unwrap();
         assert_eq!(back, r);
+        let old: Request = serde_json::from_str(r#"{"op":"take","config":"/c"}"#).unwrap();
+        assert_eq!(
+            old,
+            Request::Take {
+                config: "/c".into(),
+                state_root: None
+            }
+        );
         let t = serde_json::to_string(&Reply::Taken { id: "vmc-1".into() }).unwrap();
         assert_eq!(t, r#"{"taken":{"id":"vmc-1"}}"#);
         assert!(serde_json::from_str::<Reply>(r#"{"taken":{}}"#).is_err());

@@ -112,8 +112,12 @@ pub async fn serve(
     drop(listener);
     let _ = tokio::fs::remove_file(&endpoint).await;
     cache.pool.lock().await.stopping = true;
-    cache.wake.notify_one();
-    if let Err(e) = filler.await {
+    // a VM being made (a boot, or a backoff of up to a minute) is not
+    // waited for: dropped, it is nobody's, and the sweep below stops it
+    filler.abort();
+    if let Err(e) = filler.await
+        && !e.is_cancelled()
+    {
         tracing::warn!(error = %e, "VM cache: the filler failed");
     }
     let held: Vec<Ready> = cache.pool.lock().await.ready.drain(..).collect();
@@ -169,17 +173,29 @@ async fn bind(endpoint: &Path) -> Result<UnixListener, CacheError> {
     if UnixStream::connect(endpoint).await.is_ok() {
         return Err(CacheError::InUse { path });
     }
-    match tokio::fs::remove_file(endpoint).await {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
-        _ => {}
+    use std::os::unix::fs::FileTypeExt;
+    match tokio::fs::symlink_metadata(endpoint).await {
+        // a stale socket goes; anything else there is not ours to remove
+        Ok(m) if m.file_type().is_socket() => {
+            tokio::fs::remove_file(endpoint).await.map_err(err)?
+        }
+        Ok(_) => {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is there",
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
     }
     if let Some(dir) = endpoint.parent() {
         tokio::fs::create_dir_all(dir).await.map_err(err)?;
     }
-    let l = UnixListener::bind(endpoint).map_err(err)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(endpoint, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    Ok(l)
+    // created 0600 (no window with the umask's mode): only root may take VMs
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let l = UnixListener::bind(endpoint);
+    nix::sys::stat::umask(old);
+    l.map_err(err)
 }
 
 /// Cache sandboxes nobody holds (left by a server killed before it could
@@ -350,7 +366,7 @@ async fn give_back(cache: &Cache, id: String) {
         }
     };
     let mut p = cache.pool.lock().await;
-    if p.ready.len() + p.filling < cache.number {
+    if !p.stopping && p.ready.len() + p.filling < cache.number {
         p.ready.push_front(Ready { id, vm });
         return;
     }
@@ -371,16 +387,26 @@ async fn handle(cache: &Cache, req: Request) -> (Reply, Option<Ready>) {
             };
             (reply, None)
         }
-        Request::Take { config } => take(cache, &config).await,
+        Request::Take { config, state_root } => take(cache, &config, state_root.as_deref()).await,
     }
 }
 
-async fn take(cache: &Cache, config: &PathBuf) -> (Reply, Option<Ready>) {
-    if *config != cache.cfg.source {
+async fn take(cache: &Cache, config: &Path, root: Option<&Path>) -> (Reply, Option<Ready>) {
+    if canonical(config) != canonical(&cache.cfg.source) {
         let message = format!(
             "this cache serves {}, not {}",
             cache.cfg.source.display(),
             config.display()
+        );
+        return (Reply::Error { message }, None);
+    }
+    if let Some(root) = root
+        && canonical(root) != canonical(cache.root.path())
+    {
+        let message = format!(
+            "this cache's VMs are in state root {}, not {}",
+            cache.root.path().display(),
+            root.display()
         );
         return (Reply::Error { message }, None);
     }
@@ -395,4 +421,9 @@ async fn take(cache: &Cache, config: &PathBuf) -> (Reply, Option<Ready>) {
             None,
         ),
     }
+}
+
+/// `p` with links resolved, or as given when it cannot be.
+fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
