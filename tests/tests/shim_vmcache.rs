@@ -238,3 +238,57 @@ fn a_cache_of_template_clones_serves_a_container() {
     stop_cache(&e, server, &sock);
     e.assert_clean();
 }
+
+/// A cached VM killed while it waits (paused) is no pod's end: the shim
+/// finds it dead, stops what is left of it and boots its own VM; the
+/// container runs, and nothing is left.
+#[test]
+fn a_cached_vm_killed_while_paused_gives_way_to_a_cold_boot() {
+    let mut e = ShimEnv::start();
+    let sock = with_cache(&mut e);
+    let state = e.cd.sandvm_state_dir();
+    let server = start_cache(&e);
+    let mut ids = Vec::new();
+    assert!(
+        eventually(FILL, || {
+            ids = ready(&state);
+            ids.len() == 1
+        }),
+        "the cache never held a ready VM: {:?}\n{}",
+        list(&state),
+        tail(&cache_log(&e), 30)
+    );
+    let qemu = e.processes("qemu-system-x86_64");
+    assert_eq!(qemu.len(), 1, "{qemu:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(qemu[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || !e
+            .processes("qemu-system-x86_64")
+            .contains(&qemu[0])),
+        "QEMU {} outlived SIGKILL",
+        qemu[0]
+    );
+
+    let out = e.run_ok("k1", &[], &["cat", "/etc/sandvm-image"]);
+    assert_eq!(out.trim(), TEST_IMAGE_MARKER);
+    let log = e.cd.log();
+    assert!(
+        log.contains(&ids[0]) && log.contains("booting one") && log.contains("origin=\"cold\""),
+        "the shim did not fall back from the dead cached VM {}:\n{}",
+        ids[0],
+        tail(&log, 40)
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || !list(&state)
+            .iter()
+            .any(|(id, _, _)| *id == ids[0])),
+        "the dead cached VM is left: {:?}",
+        list(&state)
+    );
+    stop_cache(&e, server, &sock);
+    e.assert_clean();
+}
