@@ -93,6 +93,23 @@ fn with_cache(e: &mut ShimEnv) -> PathBuf {
     sock
 }
 
+/// The one VM the cache holds ready, once it does; `what` names the
+/// failure otherwise.
+fn wait_ready(e: &ShimEnv, what: &str) -> Vec<String> {
+    let state = e.cd.sandvm_state_dir();
+    let mut ids = Vec::new();
+    assert!(
+        eventually(FILL, || {
+            ids = ready(&state);
+            ids.len() == 1
+        }),
+        "{what}: {:?}\n{}",
+        list(&state),
+        tail(&cache_log(e), 30)
+    );
+    ids
+}
+
 /// Stops the cache server with SIGTERM: it exits 0 and removes its socket.
 fn stop_cache(e: &ShimEnv, mut server: Child, sock: &Path) {
     nix::sys::signal::kill(
@@ -116,16 +133,7 @@ fn containers_take_warm_vms_from_the_cache_and_it_refills() {
     let state = e.cd.sandvm_state_dir();
 
     let server = start_cache(&e);
-    let mut first = Vec::new();
-    assert!(
-        eventually(FILL, || {
-            first = ready(&state);
-            first.len() == 1
-        }),
-        "the cache never held a ready VM: {:?}\n{}",
-        list(&state),
-        tail(&cache_log(&e), 30)
-    );
+    let first = wait_ready(&e, "the cache never held a ready VM");
 
     // the container's VM is the cached one: the shim says so, and the VM
     // it ran in is gone with it
@@ -159,16 +167,7 @@ fn containers_take_warm_vms_from_the_cache_and_it_refills() {
     );
 
     // the cache refilled with a new VM
-    let mut again = Vec::new();
-    assert!(
-        eventually(FILL, || {
-            again = ready(&state);
-            again.len() == 1
-        }),
-        "the cache did not refill: {:?}\n{}",
-        list(&state),
-        tail(&cache_log(&e), 30)
-    );
+    let again = wait_ready(&e, "the cache did not refill");
     assert_ne!(again, first);
 
     // a VM taken by a client that never attaches to it (a shim that died
@@ -199,16 +198,7 @@ fn a_cache_of_template_clones_serves_a_container() {
     create_template(&state, &e.config);
 
     let server = start_cache(&e);
-    let mut ids = Vec::new();
-    assert!(
-        eventually(FILL, || {
-            ids = ready(&state);
-            ids.len() == 1
-        }),
-        "the cache never held a ready VM: {:?}\n{}",
-        list(&state),
-        tail(&cache_log(&e), 30)
-    );
+    let ids = wait_ready(&e, "the cache never held a ready VM");
     let qemu = e.processes("qemu-system-x86_64");
     assert_eq!(qemu.len(), 1, "{qemu:?}");
     let cmd = std::fs::read(format!("/proc/{}/cmdline", qemu[0])).unwrap();
@@ -248,16 +238,7 @@ fn a_cached_vm_killed_while_paused_gives_way_to_a_cold_boot() {
     let sock = with_cache(&mut e);
     let state = e.cd.sandvm_state_dir();
     let server = start_cache(&e);
-    let mut ids = Vec::new();
-    assert!(
-        eventually(FILL, || {
-            ids = ready(&state);
-            ids.len() == 1
-        }),
-        "the cache never held a ready VM: {:?}\n{}",
-        list(&state),
-        tail(&cache_log(&e), 30)
-    );
+    let ids = wait_ready(&e, "the cache never held a ready VM");
     let qemu = e.processes("qemu-system-x86_64");
     assert_eq!(qemu.len(), 1, "{qemu:?}");
     nix::sys::signal::kill(

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
+use runtime::StateRoot;
 use serde::{Deserialize, Serialize};
+
+use crate::share::Share;
 
 /// CRI's annotation: `sandbox` (the pod's pause container) or `container`.
 pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
@@ -130,6 +133,16 @@ pub struct Record {
 }
 
 impl Record {
+    /// The same record for sandbox `id` of state root `root` (a VM from
+    /// the warm cache keeps its own id).
+    pub fn for_sandbox(&self, root: &StateRoot, id: &str) -> Record {
+        Record {
+            sandbox_id: id.to_string(),
+            share: Share::path_for(root, id),
+            ..self.clone()
+        }
+    }
+
     /// Writes it to `<bundle>/sandvm.json`.
     pub async fn write(&self, bundle: &Path) -> Result<(), BundleError> {
         let path = bundle.join(RECORD_FILE);

@@ -409,12 +409,7 @@ async fn note_sandbox(b: &BootSpec, id: &str) -> Result<(), ShimError> {
     let Some((bundle, rec)) = &b.record else {
         return Ok(());
     };
-    let rec = Record {
-        sandbox_id: id.to_string(),
-        share: Share::path_for(&b.root, id),
-        ..rec.clone()
-    };
-    rec.write(bundle).await?;
+    rec.for_sandbox(&b.root, id).write(bundle).await?;
     Ok(())
 }
 

@@ -149,12 +149,7 @@ impl Service {
         let (sb, booted) = self.sandbox_for(req, root.clone(), sid.clone(), &n).await?;
         if sb.sid != sid {
             // a VM from the cache keeps its id: `delete` must find that one
-            let rec = Record {
-                sandbox_id: sb.sid.clone(),
-                state_root: root.path().to_path_buf(),
-                share: Share::path_for(&root, &sb.sid),
-                guest_id: n.gcid.clone(),
-            };
+            let rec = n.record.for_sandbox(&root, &sb.sid);
             if let Err(e) = rec.write(&n.bundle).await {
                 if booted {
                     sb.shutdown().await;
